@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian packages flowcast needs when they are missing (root, or sudo when available).
+# Usage: scripts/system-deps.sh [demo|test|bench]
+set -euo pipefail
+want=(ffmpeg fonts-dejavu-core)
+case "${1:-demo}" in
+  test) want+=(chromium) ;;
+  bench) want+=(chromium nginx-light) ;;
+esac
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,1 @@
+"""Segmenter (samples -> parts -> segments) and the HLS/DASH renderers and parsers."""

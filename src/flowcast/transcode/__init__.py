@@ -1,0 +1,1 @@
+"""Sources, ladder and encoder profiles -> FFmpeg arguments; process supervision."""
