@@ -1,0 +1,353 @@
+"""HLS and Low-Latency HLS playlists: frozen models in, playlist bytes out.
+
+Rendering is a pure function of the model (globocom/m3u8 style): the origin renders a
+playlist once per publish and serves the bytes to every waiting request. Clause numbers
+refer to draft-pantos-hls-rfc8216bis (protocol version 13).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from flowcast.media.types import TrackInfo
+from flowcast.package.model import Part, Segment
+
+# EXT-X-SKIP (delta updates) needs protocol version 9 (4.4.5.2); the LL tags themselves
+# need no more, so every low-latency playlist says 9 and a delta update never changes it.
+LL_VERSION = 9
+# fMP4 segments with EXT-X-MAP outside I-frame playlists need version 6; 7 is what players
+# expect for CMAF broadcast playlists.
+BROADCAST_VERSION = 7
+
+MULTIVARIANT_URI = "master.m3u8"
+MEDIA_PLAYLIST_NAME = "index.m3u8"
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionReport:
+    """EXT-X-RENDITION-REPORT (4.4.5.4): where another rendition's live edge is."""
+
+    uri: str  # relative to the reporting playlist: ../<rendition>/index.m3u8
+    last_msn: int
+    last_part: int | None = None  # REQUIRED when that rendition has parts
+
+
+def rendition_report(rendition: str, last_msn: int, last_part: int | None = None) -> RenditionReport:
+    """The report for `rendition` as seen from a sibling rendition's media playlist."""
+    return RenditionReport(f"../{rendition}/{MEDIA_PLAYLIST_NAME}", last_msn, last_part)
+
+
+def format_pdt(epoch: float) -> str:
+    """EXT-X-PROGRAM-DATE-TIME value: ISO 8601, UTC, millisecond precision, 'Z'."""
+    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _num(value: float, places: int = 5) -> str:
+    """A decimal-floating-point attribute: enough places for 90 kHz / 48 kHz timing."""
+    text = f"{value:.{places}f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def target_duration_for(segment_duration: float) -> int:
+    """EXT-X-TARGETDURATION for a nominal segment duration (4.4.3.1).
+
+    Choose it once from the configured duration and keep it: the tag MUST NOT change.
+    """
+    return max(1, math.ceil(segment_duration - 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPlaylist:
+    """The state of one rendition's media playlist at one publish.
+
+    `segments` are the complete segments in the DVR window, oldest first. `pending_parts`
+    are the parts already published of the segment in production; `next_part` is the
+    (msn, index) of the part being produced, announced as EXT-X-PRELOAD-HINT.
+    `part_target` None renders a plain (broadcast) HLS playlist.
+    """
+
+    target_duration: int
+    segments: tuple[Segment, ...]
+    part_target: float | None = None
+    pending_parts: tuple[Part, ...] = ()
+    next_part: tuple[int, int] | None = None
+    media_sequence: int | None = None  # None: the first segment's (or pending part's) msn
+    discontinuity_sequence: int = 0
+    rendition_reports: tuple[RenditionReport, ...] = ()
+    ended: bool = False
+    map_uri: str = "init.mp4"
+    # The segment in production: its wall clock (None: follows the last segment) and
+    # whether it starts after an encoder restart.
+    pending_program_date_time: float | None = None
+    pending_discontinuity: bool = False
+
+    def __post_init__(self) -> None:
+        if self.target_duration < 1:
+            raise ValueError("target_duration must be a positive integer")
+        if self.part_target is not None and not 0 < self.part_target <= self.target_duration:
+            raise ValueError("part_target must be in (0, target_duration]")
+        if self.part_target is None and (self.pending_parts or self.next_part):
+            raise ValueError("parts need a part_target")
+        msns = [s.msn for s in self.segments] + [p.msn for p in self.pending_parts[:1]]
+        if any(b != a + 1 for a, b in zip(msns, msns[1:])):
+            raise ValueError("segments must have consecutive media sequence numbers")
+        if self.pending_parts and len({p.msn for p in self.pending_parts}) != 1:
+            raise ValueError("pending_parts must belong to one segment")
+
+    @property
+    def low_latency(self) -> bool:
+        return self.part_target is not None
+
+    @property
+    def first_msn(self) -> int:
+        if self.media_sequence is not None:
+            return self.media_sequence
+        if self.segments:
+            return self.segments[0].msn
+        if self.pending_parts:
+            return self.pending_parts[0].msn
+        if self.next_part is not None:
+            return self.next_part[0]
+        return 0
+
+    @property
+    def hold_back(self) -> float:
+        """HOLD-BACK: the minimum the spec allows, 3 x Target Duration (4.4.3.8)."""
+        return 3.0 * self.target_duration
+
+    @property
+    def part_hold_back(self) -> float | None:
+        """PART-HOLD-BACK: 3 x PART-TARGET (MUST >= 2x, SHOULD >= 3x; 4.4.3.8)."""
+        return None if self.part_target is None else round(3.0 * self.part_target, 5)
+
+    @property
+    def can_skip_until(self) -> float | None:
+        """The Skip Boundary: 6 x Target Duration, the minimum allowed (4.4.3.8).
+
+        Only low-latency playlists offer delta updates; broadcast clients reload rarely.
+        """
+        return 6.0 * self.target_duration if self.low_latency else None
+
+    @property
+    def last_part(self) -> tuple[int, int | None] | None:
+        """(LAST-MSN, LAST-PART) as a sibling's EXT-X-RENDITION-REPORT states them."""
+        if self.pending_parts:
+            p = self.pending_parts[-1]
+            return p.msn, p.index
+        if self.segments:
+            s = self.segments[-1]
+            return s.msn, (s.parts[-1].index if s.parts and self.low_latency else None)
+        return None
+
+    def report_as(self, rendition: str) -> RenditionReport | None:
+        """This playlist's edge as a RenditionReport for the other renditions' playlists."""
+        edge = self.last_part
+        return None if edge is None else rendition_report(rendition, edge[0], edge[1])
+
+    @property
+    def end_time(self) -> float:
+        """End of the playlist on the rendition timeline (last published media)."""
+        if self.pending_parts:
+            p = self.pending_parts[-1]
+            return p.start + p.duration
+        if self.segments:
+            s = self.segments[-1]
+            return s.start + s.duration
+        return 0.0
+
+    def skipped_count(self) -> int:
+        """Segments a delta update replaces: those wholly older than the Skip Boundary."""
+        boundary = self.can_skip_until
+        if boundary is None or self.ended:
+            return 0
+        end = self.end_time
+        n = 0
+        for seg in self.segments:
+            if end - (seg.start + seg.duration) >= boundary:
+                n += 1
+            else:
+                break
+        return n
+
+
+def next_part_hint(
+    pending_parts: tuple[Part, ...] | list[Part],
+    *,
+    next_msn: int,
+    segment_duration: float,
+    tolerance: float = 1e-3,
+) -> tuple[int, int]:
+    """The (msn, index) for EXT-X-PRELOAD-HINT: the part that will be published next.
+
+    The hinted URI MUST be the one later added (6.2.6), and the origin holds requests for
+    it until it exists. A segment whose parts already fill `segment_duration` will be
+    closed by the next sync sample, so its successor's part 0 comes next, not another
+    part of it (with GOPs aligned to segments, as our encoder ladder sets them).
+    `next_msn`: the msn of the next segment when nothing is pending.
+    """
+    if not pending_parts:
+        return next_msn, 0
+    last = pending_parts[-1]
+    filled = sum(p.duration for p in pending_parts)
+    if filled >= segment_duration - tolerance:
+        return last.msn + 1, 0
+    return last.msn, last.index + 1
+
+
+def _part_line(part: Part) -> str:
+    attrs = f'DURATION={_num(part.duration)},URI="{part.msn}.{part.index}.m4s"'
+    if part.independent:
+        attrs += ",INDEPENDENT=YES"
+    return f"#EXT-X-PART:{attrs}"
+
+
+def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
+    """Render `pl`; `skip=True` gives the delta update (`_HLS_skip=YES|v2`, 6.2.5.1).
+
+    An ended playlist drops pending parts and the preload hint (no hint after ENDLIST).
+
+    `skip` is ignored when the playlist offers no CAN-SKIP-UNTIL or has ended, as the
+    spec requires of the server.
+    """
+    ll = pl.low_latency
+    out: list[str] = ["#EXTM3U", f"#EXT-X-VERSION:{LL_VERSION if ll else BROADCAST_VERSION}"]
+    out.append(f"#EXT-X-TARGETDURATION:{pl.target_duration}")
+    control = []
+    if ll:
+        control.append("CAN-BLOCK-RELOAD=YES")
+        control.append(f"CAN-SKIP-UNTIL={_num(pl.can_skip_until or 0)}")
+    control.append(f"HOLD-BACK={_num(pl.hold_back)}")
+    if ll:
+        control.append(f"PART-HOLD-BACK={_num(pl.part_hold_back or 0)}")
+    out.append("#EXT-X-SERVER-CONTROL:" + ",".join(control))
+    if ll:
+        out.append(f"#EXT-X-PART-INF:PART-TARGET={_num(pl.part_target or 0)}")
+    out.append(f"#EXT-X-MEDIA-SEQUENCE:{pl.first_msn}")
+    out.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{pl.discontinuity_sequence}")
+    skipped = pl.skipped_count() if skip else 0
+    # EXT-X-MAP applies to the segments after it, so it follows EXT-X-SKIP: a delta
+    # update keeps every tag that is not a skipped segment's (6.2.5.1).
+    if skipped:
+        out.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+    out.append(f'#EXT-X-MAP:URI="{pl.map_uri}"')
+
+    # Parts are kept for segments ending within 3 Target Durations of the end (6.2.2).
+    end = pl.end_time
+    keep_parts_after = end - 3.0 * pl.target_duration
+    for seg in pl.segments[skipped:]:
+        # DISCONTINUITY, PDT (and MAP) come before the segment's first EXT-X-PART (4.4.4.9).
+        if seg.discontinuity:
+            out.append("#EXT-X-DISCONTINUITY")
+        out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
+        if ll and seg.start + seg.duration > keep_parts_after + 1e-9:
+            out.extend(_part_line(p) for p in seg.parts)
+        out.append(f"#EXTINF:{_num(seg.duration)},")
+        out.append(f"{seg.msn}.m4s")
+
+    if ll and not pl.ended and pl.pending_parts:
+        # The segment in production: its tags go before its first part (4.4.4.9); with no
+        # part yet there is nothing for them to precede, so only the hint is written.
+        if pl.pending_discontinuity:
+            out.append("#EXT-X-DISCONTINUITY")
+        pdt = pl.pending_program_date_time
+        if pdt is None and pl.segments and not pl.pending_discontinuity:
+            last = pl.segments[-1]
+            pdt = last.program_date_time + last.duration
+        if pdt is not None:
+            out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(pdt)}")
+        out.extend(_part_line(p) for p in pl.pending_parts)
+    if ll and not pl.ended and pl.next_part is not None:
+        msn, index = pl.next_part
+        # At most one hint per TYPE, never after ENDLIST (4.4.5.3).
+        out.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{msn}.{index}.m4s"')
+
+    for rr in pl.rendition_reports:
+        attrs = f'URI="{rr.uri}",LAST-MSN={rr.last_msn}'
+        if rr.last_part is not None:
+            attrs += f",LAST-PART={rr.last_part}"
+        out.append(f"#EXT-X-RENDITION-REPORT:{attrs}")
+    if pl.ended:
+        out.append("#EXT-X-ENDLIST")
+    return ("\n".join(out) + "\n").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One video rendition as an EXT-X-STREAM-INF; audio is added from the audio group."""
+
+    name: str  # rendition name, e.g. "720p"; URI is <name>/index.m3u8
+    track: TrackInfo
+    bandwidth: int  # peak bits/s of the video rendition alone
+    average_bandwidth: int | None = None  # average bits/s of the video rendition alone
+    frame_rate: float | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"{self.name}/{MEDIA_PLAYLIST_NAME}"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioRendition:
+    """The audio rendition as EXT-X-MEDIA TYPE=AUDIO (one group, shared by all variants)."""
+
+    track: TrackInfo
+    bandwidth: int  # peak bits/s
+    average_bandwidth: int | None = None
+    name: str = "audio"
+    group_id: str = "aud"
+    language: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"{self.name}/{MEDIA_PLAYLIST_NAME}"
+
+
+def render_multivariant(
+    variants: tuple[Variant, ...] | list[Variant],
+    audio: AudioRendition | None,
+    *,
+    independent_segments: bool = True,
+) -> bytes:
+    """The multivariant playlist (master.m3u8).
+
+    BANDWIDTH is the peak rate of the whole variant (video + audio, 4.4.6.2), AVERAGE-
+    BANDWIDTH likewise; CODECS lists every codec the variant needs.
+    """
+    if not variants:
+        raise ValueError("at least one variant")
+    out = ["#EXTM3U", f"#EXT-X-VERSION:{BROADCAST_VERSION}"]
+    if independent_segments:
+        out.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    if audio is not None:
+        attrs = [
+            "TYPE=AUDIO",
+            f'GROUP-ID="{audio.group_id}"',
+            f'NAME="{audio.name}"',
+        ]
+        if audio.language:
+            attrs.append(f'LANGUAGE="{audio.language}"')
+        attrs += ["DEFAULT=YES", "AUTOSELECT=YES"]
+        if audio.track.channels:
+            attrs.append(f'CHANNELS="{audio.track.channels}"')
+        attrs.append(f'URI="{audio.uri}"')
+        out.append("#EXT-X-MEDIA:" + ",".join(attrs))
+    for v in variants:
+        peak = v.bandwidth + (audio.bandwidth if audio else 0)
+        attrs = [f"BANDWIDTH={peak}"]
+        if v.average_bandwidth is not None:
+            avg_audio = (audio.average_bandwidth or audio.bandwidth) if audio else 0
+            attrs.append(f"AVERAGE-BANDWIDTH={v.average_bandwidth + avg_audio}")
+        codecs = v.track.codec + (f",{audio.track.codec}" if audio else "")
+        attrs.append(f'CODECS="{codecs}"')
+        if v.track.width and v.track.height:
+            attrs.append(f"RESOLUTION={v.track.width}x{v.track.height}")
+        if v.frame_rate:
+            attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
+        if audio is not None:
+            attrs.append(f'AUDIO="{audio.group_id}"')
+        out.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
+        out.append(v.uri)
+    return ("\n".join(out) + "\n").encode()

@@ -1,0 +1,211 @@
+"""Samples of one track -> LL-HLS parts / CMAF chunks -> CMAF segments, on a continuous timeline.
+
+Sans-I/O: push samples, get PartReady/SegmentReady events. Each part is one CMAF chunk
+(moof+mdat) written once; a segment is the concatenation of its parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from flowcast.media.cmaf import write_chunk
+from flowcast.media.types import Sample, TrackInfo
+
+from .model import Part, Segment
+
+__all__ = ["PartReady", "SegmentReady", "Segmenter", "SegmenterError"]
+
+
+class SegmenterError(ValueError):
+    """Invalid segmenter configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartReady:
+    """A part (CMAF chunk) is complete: publish it and its EXT-X-PART now."""
+
+    part: Part
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentReady:
+    """A segment is complete: its parts were all announced before this event."""
+
+    segment: Segment
+
+
+Event = PartReady | SegmentReady
+
+
+class Segmenter:
+    """Cuts one track. Video segments open on sync samples; audio follows the segment grid."""
+
+    def __init__(
+        self,
+        track: TrackInfo,
+        *,
+        segment_duration: float,
+        part_target: float | None,
+        first_msn: int = 0,
+    ) -> None:
+        if segment_duration <= 0 or (part_target is not None and not 0 < part_target <= segment_duration):
+            raise SegmenterError("need segment_duration > 0 and 0 < part_target <= segment_duration")
+        self._track = track
+        self._ts = track.timescale
+        self._video = track.kind == "video"
+        self._seg_ticks = segment_duration * track.timescale
+        self._part_ticks = None if part_target is None else part_target * track.timescale
+        self._next_msn = first_msn
+        self._sequence = 1  # mfhd sequence_number, per track (14496-12 8.8.5)
+        self._tick_offset = 0  # timeline ticks added to the run's decode times
+        self._wallclock_at_zero = 0.0
+        self._discontinuity = False
+        self._run_start = 0  # timeline tick of the run's t = 0: origin of the audio grid
+        self._waiting_sync = self._video
+        self._queued: list[Event] = []
+        self._reset_segment()
+
+    @property
+    def next_msn(self) -> int:
+        return self._next_msn
+
+    def start_run(
+        self,
+        *,
+        timeline_offset: float,
+        wallclock_at_zero: float,
+        discontinuity: bool,
+        first_msn: int | None = None,
+    ) -> None:
+        """A new encoder run whose decode times start near 0 at `timeline_offset` seconds.
+
+        Anything still open from the previous run is closed; its events come out of the next
+        push() or flush().
+        """
+        self._queued.extend(self._close_segment())
+        self._tick_offset = round(timeline_offset * self._ts)
+        self._run_start = self._tick_offset
+        self._wallclock_at_zero = wallclock_at_zero
+        self._discontinuity = self._discontinuity or discontinuity
+        if first_msn is not None:
+            self._next_msn = max(self._next_msn, first_msn)  # MSNs never go backwards (rfc8216bis 6.2.1)
+        self._waiting_sync = self._video
+
+    def push(self, samples: Iterable[Sample]) -> list[Event]:
+        """Add samples in decode order; return the parts and segments they complete."""
+        events, self._queued = self._queued, []
+        for sample in samples:
+            if self._waiting_sync:
+                if not sample.is_sync:
+                    continue  # a segment must open on a random access point (23000-19 7.3.2.2)
+                self._waiting_sync = False
+            tick = sample.decode_time + self._tick_offset
+            if self._seg_samples and self._opens_segment(sample, tick):
+                events.extend(self._close_segment())
+            if not self._seg_samples:
+                self._open_segment(sample, tick)
+            if (
+                self._part_ticks is not None
+                and self._part_samples
+                and self._part_duration + sample.duration > self._part_ticks
+            ):
+                events.append(self._close_part())  # never exceed PART-TARGET (rfc8216bis 4.4.4.9)
+            self._part_samples.append(sample)
+            self._part_duration += sample.duration
+            self._seg_samples += 1
+            self._seg_duration += sample.duration
+            if self._part_ticks is not None and self._part_complete(sample, tick):
+                events.append(self._close_part())
+            if not self._video and self._audio_segment_complete(sample, tick):
+                events.extend(self._close_segment())  # the next sample is on the grid: publish now
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of a run: close the open part and segment."""
+        events, self._queued = self._queued, []
+        events.extend(self._close_segment())
+        return events
+
+    # -- cutting rules -------------------------------------------------------------------
+
+    def _opens_segment(self, sample: Sample, tick: int) -> bool:
+        if self._video:
+            # Once the segment is long enough (within half a frame), the next sync sample opens one.
+            return sample.is_sync and self._seg_duration >= self._seg_ticks - sample.duration / 2
+        return tick >= self._grid_boundary() - sample.duration / 2
+
+    def _grid_boundary(self) -> float:
+        """Next multiple of segment_duration after the open segment's start, counted from the run's t=0,
+        so audio cuts land within one frame of the video's GOP-aligned cuts."""
+        # A segment opened up to one frame early still belongs to the grid point it rounds to.
+        k = (self._seg_start_tick - self._run_start + self._seg_first_duration) // self._seg_ticks + 1
+        return self._run_start + k * self._seg_ticks
+
+    def _audio_segment_complete(self, sample: Sample, tick: int) -> bool:
+        end = tick + sample.duration
+        return end >= self._grid_boundary() - sample.duration / 2
+
+    def _part_complete(self, sample: Sample, tick: int) -> bool:
+        # Complete as soon as another sample of this duration would not fit, so the part goes
+        # out without waiting for the next sample (rfc8216bis 6.2.1: a part within one Part Target).
+        assert self._part_ticks is not None
+        return self._part_duration + sample.duration > self._part_ticks
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _reset_segment(self) -> None:
+        self._parts: list[Part] = []
+        self._part_samples: list[Sample] = []
+        self._part_duration = 0
+        self._seg_samples = 0
+        self._seg_duration = 0
+        self._seg_start_tick = 0
+        self._seg_pdt = 0.0
+        self._seg_first_duration = 0
+
+    def _open_segment(self, sample: Sample, tick: int) -> None:
+        self._seg_start_tick = tick
+        self._seg_first_duration = sample.duration
+        self._seg_pdt = self._wallclock_at_zero + sample.decode_time / self._ts
+
+    def _close_part(self) -> PartReady:
+        samples = self._part_samples
+        tick = samples[0].decode_time + self._tick_offset
+        chunk = write_chunk(self._sequence, self._track.track_id, samples, tick)
+        self._sequence += 1
+        part = Part(
+            msn=self._next_msn,
+            index=len(self._parts),
+            start=tick / self._ts,
+            duration=self._part_duration / self._ts,
+            independent=samples[0].is_sync,
+            data=chunk,
+        )
+        self._parts.append(part)
+        self._part_samples = []
+        self._part_duration = 0
+        return PartReady(part)
+
+    def _close_segment(self) -> list[Event]:
+        if not self._seg_samples:
+            return []
+        events: list[Event] = []
+        if self._part_samples:
+            ready = self._close_part()
+            if self._part_ticks is not None:
+                events.append(ready)  # broadcast mode publishes segments only
+        segment = Segment(
+            msn=self._next_msn,
+            start=self._seg_start_tick / self._ts,
+            duration=self._seg_duration / self._ts,
+            parts=tuple(self._parts),
+            discontinuity=self._discontinuity,
+            program_date_time=self._seg_pdt,
+            data=b"".join(p.data for p in self._parts),
+        )
+        events.append(SegmentReady(segment))
+        self._next_msn += 1
+        self._discontinuity = False
+        self._reset_segment()
+        return events
