@@ -1,0 +1,623 @@
+"""The origin's RSGI application: live media from the store, player kit, time, metrics.
+
+No framework: one ``__call__`` routes on the path prefix and answers with pre-built bytes
+(``response_bytes``) or, for a CMAF segment still being produced, with chunked transfer
+(``response_stream``). Held requests (blocking playlist reload 6.2.5.2, preload-hinted
+parts 6.2.6, early DASH segments) wait on the store's events, raced against the client's
+disconnect so an abandoned request is dropped at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import mimetypes
+import os
+from collections.abc import Awaitable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from flowcast.package.directives import BadDirective, DirectiveError
+from flowcast.package.directives import parse_directives as _package_parse
+
+from .cache import CachePolicy
+from .metrics import OriginMetrics
+from .store import (
+    Growing,
+    MediaStore,
+    Playlist,
+    PlaylistGone,
+    ResourceKind,
+    StoredObject,
+    WaitTimeout,
+)
+
+__all__ = ["BadDirective", "OriginApp", "npm_vendor_dirs", "parse_directives"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# -- delivery directives (6.2.5) --------------------------------------------------------
+# Parsing is flowcast.package.directives' (sans-I/O, h11 style: a typed result or a
+# BadDirective carrying the status). The bound check stays here: it needs no
+# parts-per-segment estimate (see check_directive_bounds).
+
+
+def parse_directives(query: str) -> tuple[int | None, int | None, str | None]:
+    """``(_HLS_msn, _HLS_part, _HLS_skip)`` of a query string, or BadDirective (``.status``).
+
+    Unknown ``_HLS_`` names (steering's ``_HLS_pathway``, ``_HLS_throughput``) and
+    non-reserved parameters (tokens, CMCD) are ignored; ``_HLS_part`` without
+    ``_HLS_msn``, repeats and malformed values are 400.
+    """
+    d = _package_parse(query)
+    return d.msn, d.part, (d.skip or None)
+
+
+def advance_part_limit(part_target: float | None) -> float:
+    """6.2.5.2: 3 / PART-TARGET when PART-TARGET < 1 s, else 3."""
+    if part_target is not None and 0 < part_target < 1.0:
+        return 3.0 / part_target
+    return 3.0
+
+
+def check_directive_bounds(pl: Playlist, msn: int, part: int | None) -> None:
+    """Raise BadDirective when the request is too far ahead of the playlist (6.2.5.2)."""
+    if msn > pl.msn + 2:
+        raise BadDirective(f"_HLS_msn={msn} is more than 2 past the last segment {pl.msn}")
+    if part is None:
+        return
+    if msn <= pl.msn - 1:
+        return
+    if msn == pl.msn:
+        ahead = part - pl.part
+    else:
+        # Parts of segments not yet started: we do not know how many parts the current
+        # segment will still get, so count the smallest possible distance (one part per
+        # segment boundary) and never reject a request that may be legitimate.
+        ahead = (msn - pl.msn) + part
+    if ahead > advance_part_limit(pl.part_target):
+        raise BadDirective(f"_HLS_part={part} of {msn} is beyond the Advance Part Limit")
+
+
+# -- HTTP helpers -----------------------------------------------------------------------
+
+Headers = list[tuple[str, str]]
+
+_CORS: Headers = [
+    ("access-control-allow-origin", "*"),
+    (
+        "access-control-expose-headers",
+        "Content-Length, Content-Type, Content-Encoding, Date, ETag, Last-Modified, Age, Cache-Control",
+    ),
+    ("timing-allow-origin", "*"),  # players' Resource Timing for QoE/CMCD
+]
+_ALLOW = "GET, HEAD, OPTIONS"
+
+_MEDIA_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".cmfv": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".cmfa": "audio/mp4",
+    ".vtt": "text/vtt",
+    ".webvtt": "text/vtt",
+    ".ts": "video/mp2t",
+    ".aac": "audio/aac",
+    ".json": "application/json",
+}
+
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".map": "application/json",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+    ".txt": "text/plain; charset=utf-8",
+}
+_COMPRESSIBLE = (".html", ".js", ".mjs", ".css", ".map", ".json", ".svg", ".txt")
+_STATIC_CACHE_MAX_FILE = 8 * 1024 * 1024
+
+
+def _media_type(path: str, kind: ResourceKind) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    ctype = _MEDIA_TYPES.get(ext)
+    if ctype is not None:
+        return ctype
+    if kind is ResourceKind.PLAYLIST:
+        return _MEDIA_TYPES[".m3u8"]
+    return "application/octet-stream"
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Accept-Encoding allows gzip (q > 0), directly or through ``*``."""
+    if not header:
+        return False
+    star = False
+    for token in header.split(","):
+        name, _, params = token.strip().partition(";")
+        name = name.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name in ("gzip", "x-gzip"):
+            return q > 0
+        if name == "*":
+            star = q > 0
+    return star
+
+
+def safe_segments(rel: str) -> list[str] | None:
+    """Path segments of a request path, or None when it could escape its root.
+
+    The server hands us a percent-decoded path; we also refuse segments whose decoding
+    is ``.``/``..`` so a double-encoded ``%252e%252e`` cannot turn into a traversal
+    anywhere downstream. Empty segments (``//``, which would make an absolute path),
+    backslashes and NUL are refused too.
+    """
+    if not rel or "\x00" in rel or "\\" in rel:
+        return None
+    parts = rel.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or unquote(part) in (".", "..") or "\x00" in unquote(part):
+            return None
+    return parts
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class _ShuttingDown(_Disconnected):
+    pass
+
+
+class _StaticFile:
+    __slots__ = ("key", "data", "gzip", "ctype")
+
+    def __init__(self, key: tuple[int, int], data: bytes, gz: bytes | None, ctype: str) -> None:
+        self.key = key
+        self.data = data
+        self.gzip = gz
+        self.ctype = ctype
+
+
+# npm packages whose dist folder is served under /vendor/<name>/ (ARCHITECTURE: from npm
+# at set-up time, never copied into the repo).
+VENDOR_PACKAGES = ("hls.js", "dashjs", "shaka-player")
+
+
+def npm_vendor_dirs(node_modules: Path, packages: tuple[str, ...] = VENDOR_PACKAGES) -> dict[str, Path]:
+    """``{name: node_modules/<name>/dist}`` for the installed player libraries."""
+    dirs = {}
+    for name in packages:
+        dist = Path(node_modules) / name / "dist"
+        if dist.is_dir():
+            dirs[name] = dist
+        else:
+            log.warning("vendor %s not installed (%s missing); run npm ci in src/flowcast/web", name, dist)
+    return dirs
+
+
+# -- the application --------------------------------------------------------------------
+
+
+class OriginApp:
+    """RSGI application of the origin (granian ``Interfaces.RSGI``).
+
+    Routes: ``/live/<stream>/...`` (store), ``/time`` (DASH UTCTiming http-xsdate),
+    ``/metrics`` (Prometheus), ``/vendor/<lib>/<file>`` (npm dist folders), ``/`` and
+    ``/player/...`` (player kit from ``static_dir``; any other file directly under
+    ``static_dir`` is served at ``/<file>`` too, for relative asset links).
+    """
+
+    def __init__(
+        self,
+        store: MediaStore,
+        *,
+        static_dir: Path,
+        vendor_dirs: dict[str, Path],
+        metrics: OriginMetrics,
+        cache: CachePolicy | None = None,
+        blocking_timeout_tds: float = 3.0,
+    ) -> None:
+        self.store = store
+        self.static_dir = Path(static_dir).resolve()
+        self.vendor_dirs = {name: Path(p).resolve() for name, p in vendor_dirs.items()}
+        self.metrics = metrics
+        self.cache = cache if cache is not None else CachePolicy()
+        self.blocking_timeout_tds = blocking_timeout_tds
+        self._static: dict[Path, _StaticFile] = {}
+        self._closing: asyncio.Future[None] | None = None
+
+    def close(self) -> None:
+        """Release every held request (503) so the server can stop without waiting 3 TD."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        if not self._closing.done():
+            self._closing.set_result(None)
+
+    # RSGI entry point
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        await self(scope, proto)
+
+    async def __call__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return  # no websockets on the origin
+        method = scope.method
+        path = scope.path
+        if method == "OPTIONS":
+            self._preflight(scope, proto)
+            return
+        if method not in ("GET", "HEAD"):
+            headers = [("allow", _ALLOW), ("cache-control", self.cache.no_cache()), *_CORS]
+            self._bytes(proto, 405, headers, b"method not allowed\n", False, "other")
+            return
+        head = method == "HEAD"
+        try:
+            if path.startswith("/live/"):
+                await self._live(scope, proto, path[6:], head)
+            elif path == "/time":
+                self._time(proto, head)
+            elif path == "/metrics":
+                body, ctype = self.metrics.exposition()
+                headers = [("content-type", ctype), ("cache-control", "no-store"), *_CORS]
+                self._bytes(proto, 200, headers, body, head, "metrics")
+            elif path.startswith("/vendor/"):
+                self._vendor(scope, proto, path[8:], head)
+            else:
+                self._static_route(scope, proto, path, head)
+        except _ShuttingDown:
+            headers = [("cache-control", "no-store"), ("retry-after", "1"), *_CORS]
+            self._bytes(proto, 503, headers, b"shutting down\n", head, "other")
+        except _Disconnected:
+            self.metrics.observe("other", 499, 0)  # nginx's "client closed request"
+
+    # -- /live ---------------------------------------------------------------------------
+
+    async def _live(self, scope: Any, proto: Any, rel: str, head: bool) -> None:
+        parts = safe_segments(rel)
+        if parts is None or len(parts) < 2:
+            self._not_found(proto, head, "other")
+            return
+        key = "/".join(parts)
+        pl = self.store.playlist(key)
+        if pl is not None:
+            await self._playlist(scope, proto, key, pl, head)
+            return
+        obj = self.store.get(key)
+        held = False
+        if obj is None:
+            bound = self.store.hold_bound(key)
+            if bound is None:
+                self._not_found(proto, head, "other")
+                return
+            held = True
+            resource = bound[1].value
+            gauge = self.metrics.waiting.labels(resource)
+            gauge.inc()
+            started = asyncio.get_running_loop().time()
+            outcome = "served"
+            try:
+                obj = await self._race(proto, self.store.wait_object(key))
+            except (WaitTimeout, KeyError):
+                outcome = "timeout"
+                headers = [
+                    ("content-type", "text/plain; charset=utf-8"),
+                    ("cache-control", self.cache.media_error(held=True)),
+                    *_CORS,
+                ]
+                self._bytes(proto, 404, headers, b"not found\n", head, resource)
+                return
+            except _Disconnected:
+                outcome = "disconnected"
+                raise
+            finally:
+                gauge.dec()
+                self.metrics.wait.labels(resource, outcome).observe(
+                    asyncio.get_running_loop().time() - started
+                )
+        if isinstance(obj, Growing):
+            await self._growing(proto, key, obj, head, held)
+        else:
+            self._object(scope, proto, key, obj, head, held)
+
+    def _object(self, scope: Any, proto: Any, key: str, obj: StoredObject, head: bool, held: bool) -> None:
+        td = self.store.target_duration_for(key)
+        headers = [
+            ("content-type", _media_type(key, obj.kind)),
+            ("cache-control", self.cache.media(obj.kind, held=held, target_duration=td)),
+            ("last-modified", obj.last_modified),
+            *_CORS,
+        ]
+        body = obj.data
+        etag = obj.etag
+        if obj.gzip is not None:
+            headers.append(("vary", "Accept-Encoding"))
+            if accepts_gzip(scope.headers.get("accept-encoding")):
+                body = obj.gzip
+                etag = etag[:-1] + '.gz"'
+                headers.append(("content-encoding", "gzip"))
+        headers.append(("etag", etag))
+        if scope.headers.get("if-none-match") == etag:
+            self._empty(proto, 304, headers, obj.kind.value)
+            return
+        self._bytes(proto, 200, headers, body, head, obj.kind.value)
+
+    async def _growing(self, proto: Any, key: str, growing: Growing, head: bool, held: bool) -> None:
+        td = self.store.target_duration_for(key)
+        headers = [
+            ("content-type", _media_type(key, growing.kind)),
+            ("cache-control", self.cache.media(growing.kind, held=held, target_duration=td)),
+            *_CORS,
+        ]
+        resource = growing.kind.value
+        if head:
+            self._empty(proto, 200, headers, resource)
+            return
+        # No Content-Length: granian answers HTTP/1.1 with chunked transfer encoding and
+        # HTTP/2 with a streamed body, each CMAF chunk sent as soon as it is appended.
+        transport = proto.response_stream(200, headers)
+        sent = 0
+        index = 0
+        gauge = self.metrics.waiting.labels(resource)
+        gauge.inc()
+        disconnect = asyncio.ensure_future(proto.client_disconnect())
+        try:
+            while True:
+                chunks, done = await self._race(proto, growing.chunks_from(index), disconnect)
+                if chunks:
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    await transport.send_bytes(data)
+                    sent += len(data)
+                    index += len(chunks)
+                if done:
+                    break
+            if growing.aborted:
+                # Replaced by a complete object of the same path: send the rest of it if
+                # it continues what was streamed; otherwise the stream just ends.
+                obj = self.store.get(key)
+                if isinstance(obj, StoredObject) and len(obj.data) > sent:
+                    await transport.send_bytes(obj.data[sent:])
+                    sent = len(obj.data)
+        except _Disconnected:
+            pass
+        except Exception:  # noqa: BLE001 - granian raises its own ProtocolClosed on a dead peer
+            log.debug("stream of %s ended early", key, exc_info=True)
+        finally:
+            gauge.dec()
+            disconnect.cancel()
+        self.metrics.observe(resource, 200, sent)
+
+    async def _playlist(self, scope: Any, proto: Any, key: str, pl: Playlist, head: bool) -> None:
+        try:
+            msn, part, skip = parse_directives(scope.query_string)
+            blocking = msn is not None and not pl.ended  # 6.2.5.2: ignored after ENDLIST
+            if blocking:
+                check_directive_bounds(pl, msn, part)
+        except DirectiveError as exc:
+            headers = [
+                ("content-type", "text/plain; charset=utf-8"),
+                ("cache-control", self.cache.playlist_error(blocking=True)),
+                *_CORS,
+            ]
+            self._bytes(proto, exc.status, headers, f"{exc}\n".encode(), head, "playlist")
+            return
+
+        if blocking and not pl.satisfies(msn, part):
+            gauge = self.metrics.waiting.labels("playlist")
+            gauge.inc()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            outcome = "served"
+            try:
+                timeout = self.blocking_timeout_tds * pl.target_duration
+                pl = await self._race(proto, self.store.wait_playlist(key, msn, part, timeout))
+            except WaitTimeout:
+                outcome = "timeout"
+                # 6.2.5.2: blocked for more than 3 target durations -> 503.
+                headers = [
+                    ("content-type", "text/plain; charset=utf-8"),
+                    ("cache-control", self.cache.playlist_error(blocking=True)),
+                    ("retry-after", "1"),
+                    *_CORS,
+                ]
+                self._bytes(proto, 503, headers, b"playlist did not advance\n", head, "playlist")
+                return
+            except (PlaylistGone, KeyError):
+                outcome = "gone"
+                self._not_found(proto, head, "playlist")
+                return
+            except _Disconnected:
+                outcome = "disconnected"
+                raise
+            finally:
+                gauge.dec()
+                self.metrics.wait.labels("playlist", outcome).observe(loop.time() - started)
+            blocking = not pl.ended
+
+        use_delta = skip is not None and pl.delta is not None and not pl.ended
+        body = pl.delta if use_delta else pl.full
+        etag = pl.etag[:-1] + (".d" if use_delta else "") + '"'
+        headers = [
+            ("content-type", "application/vnd.apple.mpegurl"),
+            (
+                "cache-control",
+                self.cache.playlist(pl.target_duration, blocking=blocking, ended=pl.ended),
+            ),
+            ("vary", "Accept-Encoding"),
+            ("last-modified", pl.last_modified),
+            *_CORS,
+        ]
+        if accepts_gzip(scope.headers.get("accept-encoding")):
+            body = pl.delta_gzip if use_delta else pl.full_gzip
+            etag = etag[:-1] + '.gz"'
+            headers.append(("content-encoding", "gzip"))
+        headers.append(("etag", etag))
+        if not blocking and scope.headers.get("if-none-match") == etag:
+            self._empty(proto, 304, headers, "playlist")
+            return
+        self._bytes(proto, 200, headers, body, head, "playlist")  # type: ignore[arg-type]
+
+    # -- /time, static, vendor ------------------------------------------------------------
+
+    def _time(self, proto: Any, head: bool) -> None:
+        # DASH UTCTiming urn:mpeg:dash:utc:http-xsdate:2014: an xs:dateTime, in UTC.
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        headers = [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("cache-control", self.cache.no_cache()),
+            *_CORS,
+        ]
+        self._bytes(proto, 200, headers, now.encode(), head, "time")
+
+    def _static_route(self, scope: Any, proto: Any, path: str, head: bool) -> None:
+        if path in ("/", "/player", "/player/"):
+            rel = "index.html"
+        elif path.startswith("/player/"):
+            rel = path[8:]
+        else:
+            rel = path[1:]
+        parts = safe_segments(rel)
+        if parts is None:
+            self._not_found(proto, head, "static")
+            return
+        self._file(scope, proto, self.static_dir, parts, head, "static", self.cache.static())
+
+    def _vendor(self, scope: Any, proto: Any, rel: str, head: bool) -> None:
+        parts = safe_segments(rel)
+        if parts is None or len(parts) < 2 or parts[0] not in self.vendor_dirs:
+            self._not_found(proto, head, "vendor")
+            return
+        root = self.vendor_dirs[parts[0]]
+        self._file(scope, proto, root, parts[1:], head, "vendor", self.cache.vendor())
+
+    def _file(
+        self, scope: Any, proto: Any, root: Path, parts: list[str], head: bool, resource: str, cc: str
+    ) -> None:
+        candidate = root.joinpath(*parts)
+        try:
+            target = candidate.resolve(strict=True)
+            if target.is_dir():
+                target = (target / "index.html").resolve(strict=True)
+            # Strict containment after resolving symlinks: nothing outside ``root``.
+            if not target.is_relative_to(root) or not target.is_file():
+                raise FileNotFoundError(target)
+            st = target.stat()
+        except (OSError, ValueError):
+            self._not_found(proto, head, resource)
+            return
+        ext = target.suffix.lower()
+        ctype = _STATIC_TYPES.get(ext) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        headers = [("content-type", ctype), ("cache-control", cc), *_CORS]
+        if st.st_size > _STATIC_CACHE_MAX_FILE:
+            if head:
+                headers.append(("content-length", str(st.st_size)))
+                self._empty(proto, 200, headers, resource)
+            else:
+                proto.response_file(200, headers, str(target))
+                self.metrics.observe(resource, 200, st.st_size)
+            return
+        key = (st.st_mtime_ns, st.st_size)
+        entry = self._static.get(target)
+        if entry is None or entry.key != key:
+            # Player kit and vendor bundles are read (and gzipped) once, then served
+            # from memory; a changed file (mtime/size) is picked up on the next request.
+            data = target.read_bytes()
+            gz = None
+            if ext in _COMPRESSIBLE:
+                gz = gzip.compress(data, 6, mtime=0)
+            entry = self._static[target] = _StaticFile(key, data, gz, ctype)
+        body = entry.data
+        if entry.gzip is not None:
+            headers.append(("vary", "Accept-Encoding"))
+            if accepts_gzip(scope.headers.get("accept-encoding")):
+                body = entry.gzip
+                headers.append(("content-encoding", "gzip"))
+        self._bytes(proto, 200, headers, body, head, resource)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _preflight(self, scope: Any, proto: Any) -> None:
+        requested = scope.headers.get("access-control-request-headers")
+        headers = [
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-methods", _ALLOW),
+            ("access-control-allow-headers", requested[:1024] if requested else "*"),
+            ("access-control-max-age", "86400"),
+            ("allow", _ALLOW),
+            ("cache-control", "public, max-age=86400"),
+            ("vary", "Access-Control-Request-Headers"),
+        ]
+        self._empty(proto, 204, headers, "other")
+
+    def _not_found(self, proto: Any, head: bool, resource: str) -> None:
+        headers = [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("cache-control", self.cache.error()),
+            *_CORS,
+        ]
+        self._bytes(proto, 404, headers, b"not found\n", head, resource)
+
+    def _bytes(self, proto: Any, status: int, headers: Headers, body: bytes, head: bool, resource: str) -> None:
+        if head:
+            headers.append(("content-length", str(len(body))))
+            proto.response_empty(status, headers)
+            self.metrics.observe(resource, status, 0)
+        else:
+            proto.response_bytes(status, headers, body)
+            self.metrics.observe(resource, status, len(body))
+
+    def _empty(self, proto: Any, status: int, headers: Headers, resource: str) -> None:
+        proto.response_empty(status, headers)
+        self.metrics.observe(resource, status, 0)
+
+    async def _race(
+        self, proto: Any, aw: Awaitable[T], disconnect: asyncio.Future[Any] | None = None
+    ) -> T:
+        """Await ``aw`` unless the client goes away first (then raise _Disconnected)."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        closing = self._closing
+        if closing.done():
+            if asyncio.iscoroutine(aw):
+                aw.close()
+            raise _ShuttingDown
+        task = asyncio.ensure_future(aw)
+        own = disconnect is None
+        if disconnect is None:
+            disconnect = asyncio.ensure_future(proto.client_disconnect())
+        try:
+            # One shared ``closing`` future for all requests: asyncio.wait only adds a
+            # done-callback to it, so it costs nothing per held request.
+            await asyncio.wait((task, disconnect, closing), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            if own:
+                disconnect.cancel()
+            raise
+        if task.done():
+            if own:
+                disconnect.cancel()
+            return task.result()
+        task.cancel()
+        if own:
+            disconnect.cancel()
+        if closing.done():
+            raise _ShuttingDown
+        raise _Disconnected

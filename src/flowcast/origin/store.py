@@ -1,0 +1,523 @@
+"""In-memory media store with publish/wait: the only state the origin serves from.
+
+No HTTP here. The packager publishes pre-built bytes (objects, growing CMAF segments,
+playlists rendered once per publish) and requests wait on asyncio primitives that a
+single publish wakes:
+
+- objects: one pulse (an ``asyncio.Event`` replaced on each publish) per waited-on path;
+- growing segments: one pulse per segment, fired on each appended chunk;
+- playlists: one event per distinct ``(msn, part)`` target, kept in a heap, so a publish
+  wakes exactly the waiters it satisfies (thousands of viewers waiting for the same next
+  part share one event) and nobody polls.
+
+Everything runs on one event loop (the packager's); the methods are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import gzip
+import heapq
+import itertools
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+__all__ = [
+    "Growing",
+    "MediaStore",
+    "Playlist",
+    "PlaylistGone",
+    "ResourceKind",
+    "StoredObject",
+    "WaitTimeout",
+]
+
+
+class ResourceKind(str, enum.Enum):
+    """What a stored path holds; drives Content-Type, Cache-Control and metrics labels.
+
+    A ``str`` enum: publishers may pass ``"init"``, ``"part"``, ``"segment"`` too.
+    """
+
+    INIT = "init"
+    PART = "part"
+    SEGMENT = "segment"
+    PLAYLIST = "playlist"  # an HLS media playlist (blocking reload applies)
+    MANIFEST = "manifest"  # multivariant playlist or DASH MPD
+
+
+class WaitTimeout(Exception):
+    """A held request was not satisfied within its bound."""
+
+
+class PlaylistGone(Exception):
+    """The playlist a request was waiting on was removed (stream stopped)."""
+
+
+# gzip level 6 once per publish: playlists are a few KB, this costs ~0.1 ms and saves
+# 70-85 % of the bytes on every one of the many responses that follow.
+_GZIP_LEVEL = 6
+
+_versions = itertools.count(1)
+
+
+def _gzip(data: bytes) -> bytes:
+    # mtime=0 keeps the output a pure function of the input (stable ETags, CDN dedupe).
+    return gzip.compress(data, compresslevel=_GZIP_LEVEL, mtime=0)
+
+
+def _http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """A complete, immutable object: init, part, segment or manifest."""
+
+    data: bytes
+    kind: ResourceKind
+    gzip: bytes | None  # pre-compressed once, for text (manifests) only
+    etag: str
+    last_modified: str
+
+
+@dataclass(frozen=True, slots=True)
+class Playlist:
+    """One publish of an HLS media playlist: both renderings, pre-compressed.
+
+    ``msn``/``part`` are the position of the newest media in the playlist, with the
+    meaning of EXT-X-RENDITION-REPORT LAST-MSN / LAST-PART: the Media Sequence Number of
+    the last (possibly still partial) segment and the index of its last part (for a
+    playlist without parts, the last segment and any part value, e.g. 0).
+    ``complete_msn`` is the last segment that is complete (has its EXTINF).
+    """
+
+    full: bytes
+    full_gzip: bytes
+    delta: bytes | None
+    delta_gzip: bytes | None
+    msn: int
+    part: int
+    target_duration: float
+    part_target: float | None
+    ended: bool
+    etag: str
+    last_modified: str
+    complete_msn: int
+
+    def satisfies(self, msn: int, part: int | None) -> bool:
+        """True when segment ``msn`` (or part ``part`` of it) is in this playlist (6.2.5.2).
+
+        With a part, lexicographic order on (msn, part) is exactly the rule: a part index
+        past the last part of segment M means part 0 of M+1, and that part exists iff the
+        playlist has moved on to M+1, i.e. ``self.msn > msn``. Without one, the request
+        is for a Media Segment, so segment M must be complete: a client that is not
+        part-aware then gets a new segment, never an unchanged list (which would make it
+        re-ask at once, in a loop).
+        """
+        if part is None:
+            return msn <= self.complete_msn
+        return (msn, part) <= (self.msn, self.part)
+
+
+class _Pulse:
+    """One asyncio.Event shared by every waiter on a key; fired once, then replaced."""
+
+    __slots__ = ("event", "waiters")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.waiters = 0
+
+
+@dataclass(slots=True)
+class Growing:
+    """A CMAF segment still being produced (LL-DASH chunked transfer, HLS early fetch)."""
+
+    kind: ResourceKind
+    chunks: list[bytes] = field(default_factory=list)
+    finished: bool = False
+    aborted: bool = False
+    _pulse: _Pulse = field(default_factory=_Pulse)
+
+    def _fire(self) -> None:
+        pulse, self._pulse = self._pulse, _Pulse()
+        pulse.event.set()
+
+    async def chunks_from(self, index: int) -> tuple[list[bytes], bool]:
+        """Chunks from ``index`` on, waiting for at least one when there are none yet.
+
+        Returns ``(chunks, done)``; ``done`` means no more will come.
+        """
+        while index >= len(self.chunks) and not (self.finished or self.aborted):
+            pulse = self._pulse
+            await pulse.event.wait()
+        return self.chunks[index:], self.finished or self.aborted
+
+
+@dataclass(slots=True)
+class _Expectation:
+    kind: ResourceKind
+    deadline: float  # loop.time()
+
+
+@dataclass(slots=True)
+class _PlaylistWaiters:
+    """Per-playlist waiters: one event per distinct target, heap-ordered.
+
+    ``parts`` holds (msn, part) targets released by the newest part position;
+    ``segments`` holds msn targets released by the last complete segment.
+    """
+
+    parts: list[tuple[int, int]] = field(default_factory=list)
+    segments: list[int] = field(default_factory=list)
+    events: dict[object, asyncio.Event] = field(default_factory=dict)
+
+    def event_for(self, msn: int, part: int | None) -> asyncio.Event:
+        key: object = msn if part is None else (msn, part)
+        ev = self.events.get(key)
+        if ev is None:
+            ev = self.events[key] = asyncio.Event()
+            if part is None:
+                heapq.heappush(self.segments, msn)
+            else:
+                heapq.heappush(self.parts, (msn, part))
+        return ev
+
+    def release(self, pl: Playlist) -> None:
+        events = self.events
+        position = (pl.msn, pl.part)
+        while self.parts and self.parts[0] <= position:
+            events.pop(heapq.heappop(self.parts)).set()
+        while self.segments and self.segments[0] <= pl.complete_msn:
+            events.pop(heapq.heappop(self.segments)).set()
+
+    def release_all(self) -> None:
+        for ev in self.events.values():
+            ev.set()
+        self.parts.clear()
+        self.segments.clear()
+        self.events.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _DirInfo:
+    """What the store knows about a rendition directory from its media playlist."""
+
+    target_duration: float
+    part_target: float | None
+    ended: bool
+
+
+_MEDIA_EXTENSIONS = (".m4s", ".mp4", ".m4v", ".m4a", ".cmfv", ".cmfa", ".ts", ".aac", ".vtt", ".webvtt")
+
+
+class MediaStore:
+    """Objects, growing segments, playlists and manifests of every stream, by path.
+
+    Paths are relative to the stream tree: ``<stream>/<rendition>/<file>``,
+    ``<stream>/master.m3u8``, ``<stream>/manifest.mpd``.
+
+    The "may be requested early" rule (what an absent path gets):
+
+    1. announced with :meth:`expect` (an EXT-X-PRELOAD-HINT URI, the next DASH segment):
+       held until it exists or the announcement's own bound passes;
+    2. otherwise, a media file name (``.m4s``, ``.mp4``, ...) in a rendition directory
+       whose media playlist is live (published, not ended): held for at most 3 part
+       targets (6.2.6 hinted parts are due within one part target; DASH clients driven
+       by the clock are early by less than that), or ``min(target duration,
+       hold_timeout)`` when the playlist has no parts - and only while fewer than
+       ``max_speculative_holds`` such requests are held, so random names cannot pile up;
+    3. anything else: 404 at once.
+    """
+
+    def __init__(self, *, hold_timeout: float = 3.0, max_speculative_holds: int = 10_000) -> None:
+        self.hold_timeout = hold_timeout
+        self.max_speculative_holds = max_speculative_holds
+        self._speculative = 0
+        self._objects: dict[str, StoredObject] = {}
+        self._growing: dict[str, Growing] = {}
+        self._playlists: dict[str, Playlist] = {}
+        self._expected: dict[str, _Expectation] = {}
+        self._object_pulses: dict[str, _Pulse] = {}
+        self._playlist_waiters: dict[str, _PlaylistWaiters] = {}
+        self._dirs: dict[str, _DirInfo] = {}
+
+    # -- publishing ------------------------------------------------------------------
+
+    def put(self, path: str, data: bytes, kind: ResourceKind | str) -> None:
+        """Publish a complete immutable object (init, part, segment); wakes its waiters."""
+        kind = ResourceKind(kind)
+        if kind is ResourceKind.PLAYLIST:
+            raise ValueError("use put_playlist() for media playlists")
+        gz = _gzip(data) if kind is ResourceKind.MANIFEST else None
+        self._objects[path] = StoredObject(
+            data=data,
+            kind=kind,
+            gzip=gz,
+            etag=f'"{next(_versions):x}"',
+            last_modified=_http_date(time.time()),
+        )
+        growing = self._growing.pop(path, None)
+        if growing is not None and not growing.finished:
+            # Published whole while a growing copy existed: readers of the growing copy
+            # get what it has and end; new readers get the complete object.
+            growing.aborted = True
+            growing._fire()
+        self._expected.pop(path, None)
+        self._fire_object(path)
+
+    def put_manifest(self, path: str, data: bytes) -> None:
+        """Publish master.m3u8 / manifest.mpd (gzipped once here)."""
+        self.put(path, data, ResourceKind.MANIFEST)
+
+    def remove(self, path: str) -> None:
+        """Drop an object, a growing segment or a playlist (window slid, stream stopped)."""
+        self._objects.pop(path, None)
+        self._expected.pop(path, None)
+        growing = self._growing.pop(path, None)
+        if growing is not None and not growing.finished:
+            growing.aborted = True
+            growing._fire()
+        if self._playlists.pop(path, None) is not None:
+            self._dirs.pop(path.rpartition("/")[0], None)
+            waiters = self._playlist_waiters.pop(path, None)
+            if waiters is not None:
+                waiters.release_all()
+        self._fire_object(path)
+
+    def expect(self, path: str, kind: ResourceKind | str, *, hold: float | None = None) -> None:
+        """Announce that ``path`` is about to exist: requests for it are held until it does.
+
+        Call it when a playlist carries ``EXT-X-PRELOAD-HINT`` for ``path`` (6.2.6), and
+        for the next DASH segment when the current one begins. ``hold`` bounds the wait;
+        by default 3 part targets for a part whose directory has a playlist with a
+        PART-TARGET (a hinted part is due within one part target, 6.2.1), else the
+        store's ``hold_timeout``. Past the bound the request is a 404.
+        """
+        kind = ResourceKind(kind)
+        if path in self._objects or path in self._growing:
+            return
+        loop = asyncio.get_running_loop()
+        if hold is None:
+            info = self._dirs.get(path.rpartition("/")[0])
+            if kind is ResourceKind.PART and info is not None and info.part_target:
+                hold = 3.0 * info.part_target
+            else:
+                hold = self.hold_timeout
+        self._expected[path] = _Expectation(kind, loop.time() + hold)
+
+    def begin(self, path: str, kind: ResourceKind | str = ResourceKind.SEGMENT) -> None:
+        """Start a growing object (an in-progress CMAF segment)."""
+        kind = ResourceKind(kind)
+        previous = self._growing.get(path)
+        if previous is not None:
+            # Restarted (encoder restart mid-segment): readers of the old copy end.
+            previous.aborted = True
+            previous._fire()
+        self._objects.pop(path, None)
+        self._growing[path] = Growing(kind=kind)
+        self._expected.pop(path, None)
+        self._fire_object(path)
+
+    def append(self, path: str, chunk: bytes) -> None:
+        """Add a CMAF chunk to a growing object; wakes its readers."""
+        growing = self._growing[path]
+        if growing.finished:
+            raise ValueError(f"{path} is finished")
+        if chunk:
+            growing.chunks.append(chunk)
+            growing._fire()
+
+    def finish(self, path: str) -> None:
+        """Complete a growing object: it becomes an immutable object of the same path."""
+        growing = self._growing.pop(path)
+        growing.finished = True
+        growing._fire()
+        self._objects[path] = StoredObject(
+            data=b"".join(growing.chunks),
+            kind=growing.kind,
+            gzip=None,
+            etag=f'"{next(_versions):x}"',
+            last_modified=_http_date(time.time()),
+        )
+        self._fire_object(path)
+
+    def put_playlist(
+        self,
+        path: str,
+        *,
+        full: bytes,
+        delta: bytes | None,
+        msn: int,
+        part: int,
+        target_duration: float,
+        part_target: float | None,
+        ended: bool,
+        complete_msn: int | None = None,
+    ) -> None:
+        """Publish one rendering of a media playlist (full and optional delta update).
+
+        ``msn``/``part``: LAST-MSN / LAST-PART of this playlist (see :class:`Playlist`).
+        ``complete_msn``: the last segment with its EXTINF; by default ``msn`` when the
+        playlist has no parts (every listed segment is whole) or has ended, else
+        ``msn - 1`` (conservative: an msn-only request for a segment that has just
+        completed is then answered with the next part, at most one part target later).
+        Wakes every blocking-reload waiter that is now satisfied, and all of them when
+        the playlist has ended (directives are ignored after ENDLIST).
+        """
+        if complete_msn is None:
+            complete_msn = msn if (ended or not part_target) else msn - 1
+        previous = self._playlists.get(path)
+        if previous is not None and (msn, part) < (previous.msn, previous.part):
+            # 6.2.1: MEDIA-SEQUENCE must not decrease; a packager bug, not a request error.
+            raise ValueError(f"{path}: position went back from {previous.msn}.{previous.part} to {msn}.{part}")
+        pl = self._playlists[path] = Playlist(
+            full=full,
+            full_gzip=_gzip(full),
+            delta=delta,
+            delta_gzip=_gzip(delta) if delta is not None else None,
+            msn=msn,
+            part=part,
+            target_duration=target_duration,
+            part_target=part_target,
+            ended=ended,
+            etag=f'"{next(_versions):x}"',
+            last_modified=_http_date(time.time()),
+            complete_msn=complete_msn,
+        )
+        self._dirs[path.rpartition("/")[0]] = _DirInfo(target_duration, part_target, ended)
+        waiters = self._playlist_waiters.get(path)
+        if waiters is not None:
+            if ended:
+                waiters.release_all()
+            else:
+                waiters.release(pl)
+            if not waiters.events:
+                del self._playlist_waiters[path]
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, path: str) -> StoredObject | Growing | None:
+        """The complete object or the growing segment at ``path``, if any."""
+        obj = self._objects.get(path)
+        if obj is not None:
+            return obj
+        return self._growing.get(path)
+
+    def playlist(self, path: str) -> Playlist | None:
+        return self._playlists.get(path)
+
+    def target_duration_for(self, path: str) -> float | None:
+        """Target duration of the playlist in the same directory as ``path``, if known."""
+        info = self._dirs.get(path.rpartition("/")[0])
+        return info.target_duration if info is not None else None
+
+    def hold_bound(self, path: str) -> tuple[float, ResourceKind, bool] | None:
+        """How long a request for absent ``path`` may be held: (deadline, kind, speculative).
+
+        None when the "may be requested early" rule (class docstring) says 404 at once.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        exp = self._expected.get(path)
+        if exp is not None:
+            if now < exp.deadline:
+                return exp.deadline, exp.kind, False
+            del self._expected[path]
+        directory, _, name = path.rpartition("/")
+        info = self._dirs.get(directory)
+        if (
+            info is None
+            or info.ended
+            or not name.lower().endswith(_MEDIA_EXTENSIONS)
+            or self._speculative >= self.max_speculative_holds
+        ):
+            return None
+        if info.part_target:
+            return now + 3.0 * info.part_target, ResourceKind.PART, True
+        return now + min(info.target_duration, self.hold_timeout), ResourceKind.SEGMENT, True
+
+    # -- waiting ---------------------------------------------------------------------
+
+    async def wait_object(self, path: str, timeout: float | None = None) -> StoredObject | Growing:
+        """The object at ``path``, holding the caller while it may still appear.
+
+        Raises KeyError when the hold rule says it will not (404 at once), WaitTimeout
+        when the hold's bound (or ``timeout``) passes first.
+        """
+        obj = self.get(path)
+        if obj is not None:
+            return obj
+        bound = self.hold_bound(path)
+        if bound is None:
+            raise KeyError(path)
+        deadline, _, speculative = bound
+        loop = asyncio.get_running_loop()
+        if timeout is not None:
+            deadline = min(deadline, loop.time() + timeout)
+        if speculative:
+            self._speculative += 1
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise WaitTimeout(path)
+                pulse = self._object_pulses.get(path)
+                if pulse is None:
+                    pulse = self._object_pulses[path] = _Pulse()
+                pulse.waiters += 1
+                try:
+                    async with asyncio.timeout(remaining):
+                        await pulse.event.wait()
+                except TimeoutError:
+                    pass
+                finally:
+                    pulse.waiters -= 1
+                    if pulse.waiters == 0 and self._object_pulses.get(path) is pulse:
+                        del self._object_pulses[path]
+                obj = self.get(path)
+                if obj is not None:
+                    return obj
+        finally:
+            if speculative:
+                self._speculative -= 1
+
+    async def wait_playlist(self, path: str, msn: int, part: int | None, timeout: float) -> Playlist:
+        """Hold until the playlist at ``path`` has segment ``msn`` (part ``part`` of it).
+
+        Returns the newest playlist (the whole one, 6.2.5.2) once satisfied or ended.
+        Raises KeyError if there is no such playlist, PlaylistGone if it is removed while
+        waiting, WaitTimeout after ``timeout`` seconds.
+        """
+        pl = self._playlists.get(path)
+        if pl is None:
+            raise KeyError(path)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (pl.ended or pl.satisfies(msn, part)):
+            waiters = self._playlist_waiters.get(path)
+            if waiters is None:
+                waiters = self._playlist_waiters[path] = _PlaylistWaiters()
+            ev = waiters.event_for(msn, part)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise WaitTimeout(path)
+            try:
+                async with asyncio.timeout(remaining):
+                    await ev.wait()
+            except TimeoutError:
+                raise WaitTimeout(path) from None
+            pl = self._playlists.get(path)
+            if pl is None:
+                raise PlaylistGone(path)
+        return pl
+
+    # -- internals -------------------------------------------------------------------
+
+    def _fire_object(self, path: str) -> None:
+        pulse = self._object_pulses.pop(path, None)
+        if pulse is not None:
+            pulse.event.set()
