@@ -1,0 +1,181 @@
+"""Input descriptions (`ingest.input`) -> FFmpeg input options.
+
+    testsrc                                  lavfi testsrc2 1280x720@30 + 1 kHz tone, burned-in clock
+    /path/to/file.mp4                        looped in real time (-stream_loop -1 -re), probed first
+    rtmp://0.0.0.0:1935/live/<stream-key>    RTMP listener; the key is checked by our front (rtmp_front)
+    srt://0.0.0.0:9000?mode=listener         SRT listener, optional passphrase (AES, enforced by libsrt)
+
+FFmpeg's RTMP listener does not enforce the stream name: rtmpproto.c only logs
+"Unexpected stream X, expecting Y" (AV_LOG_WARNING) and accepts the publish anyway, and
+likewise only warns "App field don't match up". So for RTMP, FFmpeg listens on an internal
+loopback port and `transcode.rtmp_front` owns the public port and refuses wrong keys.
+
+libsrt does refuse a wrong passphrase itself, but FFmpeg says nothing: the listener keeps
+waiting and the reason appears only in libsrt's own log lines on stderr; `ingest_refusal`
+turns those into a sentence for our log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from flowcast.config import IngestConfig
+from flowcast.transcode.timecode import timecode_filter
+
+SourceKind = Literal["testsrc", "file", "rtmp", "srt"]
+
+FFPROBE = "ffprobe"
+TEST_AUDIO_HZ = 1000
+SRT_PBKEYLEN = 16  # AES-128: every SRT implementation supports it
+
+
+class SourceError(Exception):
+    """The input cannot be used; raised before the pipeline starts."""
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: SourceKind
+    input_args: tuple[str, ...]  # one or two `... -i X` groups
+    video: str  # stream specifier of the video to encode, e.g. "0:v:0"
+    audio: str  # stream specifier of the audio, e.g. "1:a:0"
+    video_filter: str | None = None  # runs on the source frames before the ladder split
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # mask these in anything logged
+    listen: tuple[str, int] | None = None  # public (host, port) for listeners
+    # RTMP only: where our front expects publishers, and where FFmpeg listens behind it
+    rtmp_app: str | None = None
+    rtmp_key: str | None = field(default=None, repr=False)
+    internal_port: int | None = None
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _testsrc() -> Source:
+    return Source(
+        kind="testsrc",
+        input_args=(
+            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+            "-f", "lavfi", "-i", f"sine=frequency={TEST_AUDIO_HZ}:sample_rate=48000",
+        ),
+        video="0:v:0",
+        audio="1:a:0",
+        video_filter=timecode_filter(),
+    )
+
+
+def probe_file(path: Path, ffprobe: str = FFPROBE) -> set[str]:
+    """The stream kinds ("video", "audio") of a media file; SourceError if unusable."""
+    if not path.is_file():
+        raise SourceError(f"input file {path} does not exist")
+    try:
+        proc = subprocess.run(
+            [ffprobe, "-v", "error", "-show_entries", "stream=codec_type", "-of", "json", str(path)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"input file {path}: ffprobe did not finish in 30 s") from None
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise SourceError(f"input file {path} is not a readable media file: {why}")
+    kinds = {s.get("codec_type") for s in json.loads(proc.stdout or "{}").get("streams", [])}
+    if "video" not in kinds:
+        raise SourceError(f"input file {path} has no video stream")
+    return {k for k in kinds if k in ("video", "audio")}
+
+
+def _file(path: Path) -> Source:
+    kinds = probe_file(path)
+    args: tuple[str, ...] = ("-stream_loop", "-1", "-re", "-i", str(path))
+    audio = "0:a:0"
+    if "audio" not in kinds:
+        # the ladder always has an audio rendition: give silent files a silent track
+        args += ("-f", "lavfi", "-i", "anullsrc=channel_layout=stereo:sample_rate=48000")
+        audio = "1:a:0"
+    return Source(kind="file", input_args=args, video="0:v:0", audio=audio)
+
+
+def _rtmp(url: str, internal_port: int) -> Source:
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if len(path) != 2:
+        raise SourceError("rtmp input must look like rtmp://0.0.0.0:1935/<app>/<stream-key>")
+    app, key = path
+    port = 1935 if parts.port is None else parts.port
+    inner = f"rtmp://127.0.0.1:{internal_port}/{app}/{key}"
+    return Source(
+        kind="rtmp",
+        # -timeout -1: wait for a publisher forever (the supervisor restarts us after each one)
+        input_args=("-listen", "1", "-timeout", "-1", "-i", inner),
+        video="0:v:0",
+        audio="0:a:0",
+        secrets=(key,),
+        listen=(parts.hostname or "0.0.0.0", port),
+        rtmp_app=app,
+        rtmp_key=key,
+        internal_port=internal_port,
+    )
+
+
+def _srt(url: str, passphrase: str | None) -> Source:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if query.get("mode", "listener") != "listener":
+        raise SourceError("srt input must be a listener: srt://0.0.0.0:9000?mode=listener")
+    if "passphrase" in query:
+        raise SourceError("put the SRT passphrase in ingest.srt_passphrase, not in the URL")
+    host, port = parts.hostname or "0.0.0.0", parts.port or 9000
+    inner = f"srt://{host}:{port}?mode=listener"
+    secrets: tuple[str, ...] = ()
+    if passphrase:
+        inner += f"&passphrase={passphrase}&pbkeylen={SRT_PBKEYLEN}"
+        secrets = (passphrase,)
+    return Source(
+        kind="srt",
+        input_args=("-f", "mpegts", "-i", inner),
+        video="0:v:0",
+        audio="0:a:0",
+        secrets=secrets,
+        listen=(host, port),
+    )
+
+
+def resolve_source(ingest: IngestConfig, *, rtmp_internal_port: int = 19350) -> Source:
+    """Describe the configured input; files are probed now so errors come before the pipeline."""
+    spec = ingest.input
+    if spec == "testsrc":
+        return _testsrc()
+    if spec.startswith("rtmp://"):
+        return _rtmp(spec, rtmp_internal_port)
+    if spec.startswith("srt://"):
+        return _srt(spec, ingest.srt_passphrase)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", spec):
+        raise SourceError(f"unsupported input {spec.split('://')[0]}://; use testsrc, a file, rtmp:// or srt://")
+    return _file(Path(spec))
+
+
+# ---- explaining refusals FFmpeg itself does not log --------------------------------------
+
+_SRT_REJECT = re.compile(r"connection rejected due to: .*?ERROR:(\w+)")
+_SRT_REASONS = {
+    "BADSECRET": "wrong passphrase",
+    "UNSECURE": "passphrase missing on one side (encryption is enforced)",
+}
+
+
+def ingest_refusal(line: str) -> str | None:
+    """A log sentence if this FFmpeg/libsrt stderr line says a publisher was refused."""
+    m = _SRT_REJECT.search(line)
+    if m:
+        code = m.group(1)
+        return f"SRT publish refused: {_SRT_REASONS.get(code, 'rejected by libsrt')} (libsrt {code})"
+    return None
