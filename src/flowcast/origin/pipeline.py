@@ -1,0 +1,312 @@
+"""The live pipeline: encoder outputs -> fMP4 reader -> segmenter -> rendered playlists -> media store.
+
+Data moves one way. Each part is published once; the rendition's playlists (full and delta) and,
+when they change, the multivariant playlist and MPD are rendered once per publish and handed to
+the store as bytes, which wakes every request waiting for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from flowcast.config import FlowcastConfig
+from flowcast.media.fmp4 import FragmentedMP4Reader
+from flowcast.media.types import Fragment, InitSegment, TrackInfo
+from flowcast.package import dash, hls
+from flowcast.package.model import Part, Segment
+from flowcast.package.segmenter import PartReady, SegmentReady, Segmenter
+
+log = logging.getLogger(__name__)
+
+AUDIO = "audio"
+
+
+@dataclass
+class _Period:
+    """One encoder run as DASH sees it: a Period with its own start number and time offset."""
+
+    id: str
+    start: float  # seconds after availabilityStartTime (== timeline time of the run's t = 0)
+    start_number: int
+    wall_clock: float  # epoch seconds at the run's t = 0 (ProducerReferenceTime)
+
+
+@dataclass
+class _Rendition:
+    name: str
+    bandwidth: int  # peak, bits/s
+    average_bandwidth: int
+    fps: float | None
+    reader: FragmentedMP4Reader = field(default_factory=FragmentedMP4Reader)
+    segmenter: Segmenter | None = None
+    track: TrackInfo | None = None
+    init: bytes | None = None
+    segments: deque[Segment] = field(default_factory=deque)
+    pending_parts: list[Part] = field(default_factory=list)
+    growing: int | None = None  # msn of the segment being produced
+    last_msn: int = -1
+    last_part: int = -1
+    discontinuity_sequence: int = 0
+    pending_discontinuity: bool = False  # the segment in production opens a new encoder run
+
+
+class LivePipeline:
+    """Owns the packager state of one live stream and publishes into a MediaStore."""
+
+    def __init__(self, config: FlowcastConfig, store, *, time_url: str = "/time") -> None:
+        self.config = config
+        self.store = store
+        self.time_url = time_url
+        pkg = config.packaging
+        self.segment_duration = pkg.segment_s
+        self.part_target = pkg.part_s
+        self.target_duration = math.ceil(self.segment_duration)
+        self.renditions: dict[str, _Rendition] = {}
+        for rung in config.ladder.rungs:
+            self.renditions[rung.name] = _Rendition(
+                name=rung.name,
+                bandwidth=rung.max_rate * 1000,
+                average_bandwidth=rung.video_bitrate_kbps * 1000,
+                fps=rung.fps,
+            )
+        audio = config.ladder.audio
+        self.renditions[AUDIO] = _Rendition(
+            name=AUDIO, bandwidth=audio.bitrate_kbps * 1000, average_bandwidth=audio.bitrate_kbps * 1000, fps=None
+        )
+        self.availability_start: float | None = None
+        self.periods: list[_Period] = []
+        self.run = 0
+        self._run_anchor: float | None = None  # wall clock of media time 0 in the current run
+        self._run_offset = 0.0  # timeline time of media time 0 in the current run
+        self._last_timeline_end = 0.0
+
+    # -- encoder events ------------------------------------------------------------------------
+
+    def on_run_start(self, run: int, started_at: float) -> None:
+        """A new encoder run: close what the last run left open and re-arm every rendition."""
+        if self.run:
+            for r in self.renditions.values():
+                if r.segmenter is not None:
+                    self._handle(r, r.segmenter.flush())
+        self.run = run
+        self._run_anchor = None
+        for r in self.renditions.values():
+            r.reader = FragmentedMP4Reader()
+            r.pending_parts.clear()
+
+    def on_output(self, name: str, data: bytes) -> None:
+        r = self.renditions.get(name)
+        if r is None:
+            return
+        for event in r.reader.feed(data):
+            if isinstance(event, InitSegment):
+                self._on_init(r, event)
+            elif isinstance(event, Fragment) and r.segmenter is not None:
+                if self._run_anchor is None:
+                    self._open_period(event)
+                self._handle(r, r.segmenter.push(event.samples))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _on_init(self, r: _Rendition, init: InitSegment) -> None:
+        track = init.tracks[0]
+        if r.init is not None and r.init != init.data:
+            log.warning("rendition %s: init segment changed in run %d", r.name, self.run)
+        r.track, r.init = track, init.data
+        self.store.put(self._path(r.name, "init.mp4"), init.data, "init")
+        if r.segmenter is None:
+            r.segmenter = Segmenter(track, segment_duration=self.segment_duration, part_target=self.part_target)
+        if all(x.track is not None for x in self.renditions.values()):
+            self._publish_multivariant()
+
+    def _open_period(self, first: Fragment) -> None:
+        """Anchor the run on the wall clock: timeline time == seconds since availabilityStartTime."""
+        now = time.time()
+        track = next(r.track for r in self.renditions.values() if r.track and r.track.track_id == first.track_id)
+        t0 = first.samples[0].decode_time / track.timescale if first.samples else 0.0
+        anchor = now - t0
+        if self.availability_start is None:
+            self.availability_start = anchor
+        offset = max(anchor - self.availability_start, self._last_timeline_end)
+        # Snap to the timescale grid shared by all renditions (ms) so every track starts together.
+        offset = round(offset, 3)
+        self._run_anchor, self._run_offset = anchor, offset
+        first_msn = max((r.segmenter.next_msn for r in self.renditions.values() if r.segmenter), default=0)
+        discontinuity = bool(self.periods)
+        for r in self.renditions.values():
+            if r.segmenter is not None:
+                r.segmenter.start_run(
+                    timeline_offset=offset,
+                    wallclock_at_zero=anchor,
+                    discontinuity=discontinuity,
+                    first_msn=first_msn,
+                )
+                r.pending_discontinuity = discontinuity
+        self.periods.append(_Period(id=f"p{self.run}", start=offset, start_number=first_msn, wall_clock=anchor))
+        self._publish_mpd()
+
+    def _handle(self, r: _Rendition, events: list[PartReady | SegmentReady]) -> None:
+        for event in events:
+            if isinstance(event, PartReady):
+                part = event.part
+                seg_path = self._path(r.name, f"{part.msn}.m4s")
+                if r.growing != part.msn:
+                    self.store.begin(seg_path)
+                    r.growing = part.msn
+                    r.pending_parts.clear()
+                self.store.put(self._path(r.name, f"{part.msn}.{part.index}.m4s"), part.data, "part")
+                self.store.append(seg_path, part.data)
+                r.pending_parts.append(part)
+                r.last_msn, r.last_part = part.msn, part.index
+            else:
+                seg = event.segment
+                seg_path = self._path(r.name, f"{seg.msn}.m4s")
+                if r.growing == seg.msn:
+                    self.store.finish(seg_path)
+                else:  # broadcast mode: no parts, the segment arrives whole
+                    self.store.put(seg_path, seg.data, "segment")
+                r.growing = None
+                r.pending_parts.clear()
+                r.pending_discontinuity = False
+                r.segments.append(seg)
+                self._last_timeline_end = max(self._last_timeline_end, seg.start + seg.duration)
+                if self.part_target is None:
+                    r.last_msn, r.last_part = seg.msn, 0
+                self._expire(r)
+        if events:
+            self._publish_playlist(r)
+
+    def _expire(self, r: _Rendition) -> None:
+        """Keep the DVR window; parts stay downloadable 3 target durations after leaving the playlist."""
+        window = self.config.packaging.dvr_window
+        while len(r.segments) > 3 and r.segments[-1].start + r.segments[-1].duration - r.segments[0].start > window:
+            old = r.segments.popleft()
+            if old.discontinuity:
+                r.discontinuity_sequence += 1
+            self.store.remove(self._path(r.name, f"{old.msn}.m4s"))
+        # Parts leave the playlist after 3 target durations; remove their objects 3 more later.
+        horizon = r.segments[-1].start - 6 * self.target_duration if r.segments else None
+        if horizon is not None:
+            for seg in r.segments:
+                if seg.start + seg.duration >= horizon:
+                    break
+                for part in seg.parts:
+                    if self.part_target is not None:
+                        self.store.remove(self._path(r.name, f"{part.msn}.{part.index}.m4s"))
+
+    def _publish_playlist(self, r: _Rendition) -> None:
+        reports = tuple(
+            hls.RenditionReport(
+                uri=f"../{o.name}/index.m3u8",
+                last_msn=o.last_msn,
+                last_part=o.last_part if self.part_target else None,
+            )
+            for o in self.renditions.values()
+            if o is not r and o.last_msn >= 0
+        )
+        pending = tuple(r.pending_parts)
+        next_part = None
+        pending_pdt = None
+        if self.part_target is not None:
+            next_msn = r.segmenter.next_msn if r.segmenter else 0
+            next_part = hls.next_part_hint(pending, next_msn=next_msn, segment_duration=self.segment_duration)
+            if pending and self._run_anchor is not None:
+                pending_pdt = self._run_anchor + (pending[0].start - self._run_offset)
+        if not r.segments and not pending:
+            return
+        playlist = hls.MediaPlaylist(
+            target_duration=self.target_duration,
+            part_target=self.part_target,
+            segments=tuple(r.segments),
+            pending_parts=pending,
+            next_part=next_part,
+            discontinuity_sequence=r.discontinuity_sequence,
+            rendition_reports=reports,
+            ended=False,
+            pending_program_date_time=pending_pdt,
+            pending_discontinuity=bool(pending) and r.pending_discontinuity,
+        )
+        full = hls.render_media_playlist(playlist)
+        delta = hls.render_media_playlist(playlist, skip=True) if self.part_target is not None else None
+        self.store.put_playlist(
+            self._path(r.name, "index.m3u8"),
+            full=full,
+            delta=delta,
+            msn=r.last_msn,
+            part=r.last_part,
+            target_duration=self.target_duration,
+            part_target=self.part_target,
+            ended=False,
+            complete_msn=r.segments[-1].msn if r.segments else -1,
+        )
+
+    def _publish_multivariant(self) -> None:
+        variants = []
+        for rung in self.config.ladder.rungs:
+            r = self.renditions[rung.name]
+            assert r.track is not None
+            variants.append(
+                hls.Variant(
+                    name=rung.name,
+                    track=r.track,
+                    bandwidth=r.bandwidth,
+                    average_bandwidth=r.average_bandwidth,
+                    frame_rate=rung.fps,
+                )
+            )
+        a = self.renditions[AUDIO]
+        assert a.track is not None
+        audio = hls.AudioRendition(track=a.track, bandwidth=a.bandwidth, average_bandwidth=a.average_bandwidth)
+        self.store.put_manifest(f"{self.config.stream}/master.m3u8", hls.render_multivariant(variants, audio))
+        self._publish_mpd()
+
+    def _publish_mpd(self) -> None:
+        """The MPD changes only when a Period starts (SegmentTemplate@duration needs no updates)."""
+        if not self.periods or any(r.track is None for r in self.renditions.values()):
+            return
+        assert self.availability_start is not None
+        window = self.config.packaging.dvr_window
+        now = time.time()
+        live_from = now - self.availability_start - window
+        periods = [p for i, p in enumerate(self.periods) if i + 1 == len(self.periods) or self.periods[i + 1].start > live_from]
+        video = tuple(
+            dash.DashRepresentation(
+                id=rung.name,
+                track=self.renditions[rung.name].track,  # type: ignore[arg-type]
+                bandwidth=self.renditions[rung.name].bandwidth,
+                frame_rate=f"{rung.fps:g}",
+            )
+            for rung in self.config.ladder.rungs
+        )
+        a = self.renditions[AUDIO]
+        audio = dash.DashRepresentation(id=AUDIO, track=a.track, bandwidth=a.bandwidth)  # type: ignore[arg-type]
+        low_latency = self.part_target is not None
+        mpd = dash.LiveMpd(
+            availability_start_time=self.availability_start,
+            publish_time=now,
+            periods=tuple(
+                dash.MpdPeriod(
+                    id=p.id,
+                    start=p.start,
+                    start_number=p.start_number,
+                    presentation_time=p.start,
+                    wall_clock=p.wall_clock,
+                )
+                for p in periods
+            ),
+            video=video,
+            audio=audio,
+            segment_duration=self.segment_duration,
+            utc_timing_url=self.time_url,
+            time_shift_buffer_depth=window,
+            part_duration=self.part_target,
+            latency=dash.LatencyTarget(target_ms=1500, min_ms=1000, max_ms=3000) if low_latency else None,
+        )
+        self.store.put_manifest(f"{self.config.stream}/manifest.mpd", dash.render_mpd(mpd))
+
+    def _path(self, rendition: str, name: str) -> str:
+        return f"{self.config.stream}/{rendition}/{name}"
