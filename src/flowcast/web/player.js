@@ -1,0 +1,386 @@
+// flowcast player kit: one page, three players (hls.js, dash.js, Shaka), one stats contract.
+//
+// window.flowcastStats (read by tests/browser.py and the latency benchmark):
+//   {player, src, stream, timecode, startupMs, latencyMs, latencySource: 'timecode'|'pdt'|'prt'|null,
+//    latencySamples: [...last N ms], latencyP50Ms, latencyP95Ms, bufferS, bitrateKbps,
+//    width, height, stalls, stallMs, shortWaits, errors: [...], playing, currentTime, framesDecoded}
+//
+// Latency: the burned-in timecode (timecode.js) when the picture carries one, else the
+// player's own wall-clock estimate: hls.js PROGRAM-DATE-TIME (playingDate, else
+// hls.latency), dash.js getCurrentLiveLatency() ('prt' when the MPD has a
+// ProducerReferenceTime, else 'pdt'), Shaka getPlayheadTimeAsDate().
+
+import { TimecodeReader, SampleRing } from './timecode.js';
+
+const STATS_INTERVAL_MS = 250; // 4x per second
+const RING_SIZE = 120;
+const MAX_ERRORS = 20;
+
+const params = new URLSearchParams(location.search);
+const playerName = (params.get('player') || 'hls').toLowerCase();
+const stream = params.get('stream') || 'live';
+const defaultSrc = playerName === 'dash'
+  ? `/live/${stream}/manifest.mpd`
+  : `/live/${stream}/master.m3u8`;
+const src = params.get('src') || defaultSrc;
+// Optional target latency override (s). Without it each player follows the stream's own
+// advice: PART-HOLD-BACK for LL-HLS (3 x 0.5 s parts = 1.5 s), ServiceDescription for DASH.
+const targetLatencyS = params.has('latency') ? parseFloat(params.get('latency')) : null;
+// ?timecode=off skips the burned-in timecode (to compare against, or test, the players'
+// wall-clock estimates on a stream that does carry one).
+const useTimecode = params.get('timecode') !== 'off';
+
+const video = document.getElementById('video');
+const view = document.getElementById('stats');
+
+const stats = {
+  player: playerName,
+  src,
+  stream,
+  timecode: useTimecode,
+  startupMs: null,
+  latencyMs: null,
+  latencySource: null,
+  latencySamples: [],
+  latencyP50Ms: null,
+  latencyP95Ms: null,
+  bufferS: 0,
+  bitrateKbps: null,
+  width: 0,
+  height: 0,
+  stalls: 0,
+  stallMs: 0,
+  shortWaits: 0,
+  errors: [],
+  playing: false,
+  currentTime: 0,
+  framesDecoded: 0,
+};
+window.flowcastStats = stats;
+
+function recordError(where, detail) {
+  let text;
+  try {
+    text = typeof detail === 'string' ? detail : JSON.stringify(detail);
+  } catch (e) {
+    text = String(detail);
+  }
+  stats.errors.push(`${where}: ${text}`.slice(0, 500));
+  if (stats.errors.length > MAX_ERRORS) stats.errors.shift();
+}
+
+window.addEventListener('error', (e) => recordError('window', e.message));
+window.addEventListener('unhandledrejection', (e) => recordError('promise', String(e.reason)));
+
+// ---- startup and stalls -------------------------------------------------------------
+
+let playRequestedAt = null;
+let firstFrameAt = null;
+let stallStartedAt = null;
+
+function markFirstFrame() {
+  if (firstFrameAt !== null || playRequestedAt === null) return;
+  firstFrameAt = performance.now();
+  stats.startupMs = Math.round(firstFrameAt - playRequestedAt);
+  stats.playing = true;
+}
+
+// A 'waiting' with seconds of media buffered that clears within a few ms is the decoder or
+// compositor missing a deadline on a busy CPU, not a rebuffer the viewer sees. It counts as
+// a stall when the buffer was starved when it began, or once it has lasted STALL_MIN_MS.
+// The short ones are still reported, as shortWaits.
+const STALL_MIN_MS = 100;
+const STARVED_BUFFER_S = 0.3;
+let stallCounted = false;
+let stallSeq = 0;
+
+function countStall() {
+  if (stallCounted) return;
+  stallCounted = true;
+  stats.stalls += 1;
+}
+
+function endStall() {
+  if (stallStartedAt === null) return;
+  if (stallCounted) stats.stallMs += Math.round(performance.now() - stallStartedAt);
+  else stats.shortWaits += 1;
+  stallStartedAt = null;
+  stallCounted = false;
+}
+
+if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
+  video.requestVideoFrameCallback(() => markFirstFrame());
+}
+video.addEventListener('playing', () => {
+  markFirstFrame();
+  stats.playing = true;
+  endStall();
+});
+video.addEventListener('waiting', () => {
+  // Only a stall once the first frame is out: startup buffering is startup time.
+  if (firstFrameAt === null || stallStartedAt !== null) return;
+  stallStartedAt = performance.now();
+  stallCounted = false;
+  stats.playing = false;
+  const seq = ++stallSeq;
+  if (bufferAhead() < STARVED_BUFFER_S) {
+    countStall();
+  } else {
+    setTimeout(() => { if (seq === stallSeq && stallStartedAt !== null) countStall(); }, STALL_MIN_MS);
+  }
+});
+let lastTime = -1;
+video.addEventListener('timeupdate', () => {
+  // Some players leave 'waiting' without a 'playing' (e.g. after a gap jump): progressing
+  // playback ends the stall too.
+  if (stallStartedAt !== null && video.currentTime > lastTime && !video.paused && video.readyState >= 3) {
+    endStall();
+    stats.playing = true;
+  }
+  lastTime = video.currentTime;
+});
+video.addEventListener('pause', () => { stats.playing = false; });
+video.addEventListener('error', () => {
+  const err = video.error;
+  recordError('video', err ? `${err.code} ${err.message}` : 'unknown');
+});
+
+// ---- latency --------------------------------------------------------------------------
+
+const latencyRing = new SampleRing(RING_SIZE);
+const timecode = new TimecodeReader(video, { ringSize: RING_SIZE });
+let wallClockLatency = () => null; // set per player: returns {ms, source} or null
+
+function updateLatency() {
+  // Keep the timecode as the source through short gaps (a busy renderer may skip frame callbacks).
+  if (timecode.fresh(5000)) {
+    stats.latencyMs = Math.round(timecode.samples.last());
+    stats.latencySource = 'timecode';
+    stats.latencySamples = timecode.samples.toArray();
+    stats.latencyP50Ms = timecode.samples.p50();
+    stats.latencyP95Ms = timecode.samples.p95();
+    return;
+  }
+  let est = null;
+  try {
+    est = wallClockLatency();
+  } catch (e) {
+    est = null;
+  }
+  if (est && Number.isFinite(est.ms) && est.ms >= 0 && est.ms <= 60000 && stats.playing) {
+    latencyRing.push(est.ms);
+    stats.latencyMs = Math.round(est.ms);
+    stats.latencySource = est.source;
+    stats.latencySamples = latencyRing.toArray();
+    stats.latencyP50Ms = latencyRing.p50();
+    stats.latencyP95Ms = latencyRing.p95();
+  }
+}
+
+// ---- buffer ---------------------------------------------------------------------------
+
+function bufferAhead() {
+  const t = video.currentTime;
+  const b = video.buffered;
+  for (let i = 0; i < b.length; i++) {
+    if (b.start(i) <= t + 0.1 && t < b.end(i)) return b.end(i) - t;
+  }
+  return 0;
+}
+
+// ---- players --------------------------------------------------------------------------
+
+let currentBitrate = () => null; // returns kbps or null
+
+function loadScript(url) {
+  return new Promise((resolve, reject) => {
+    const s = document.createElement('script');
+    s.src = url;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error(`cannot load ${url}`));
+    document.head.appendChild(s);
+  });
+}
+
+async function startHls() {
+  const { default: Hls } = await import('/vendor/hls.js/hls.mjs');
+  if (!Hls.isSupported()) throw new Error('hls.js: MSE not supported');
+  const config = {
+    lowLatencyMode: true,
+    // Keep a short back buffer: live viewers do not seek far back, and MSE memory is
+    // finite on TVs and phones.
+    backBufferLength: 30,
+    // Catch up gently (<= 1.25x) when we fall behind the target latency.
+    maxLiveSyncPlaybackRate: 1.25,
+    // A part is 0.5 s: allow the ABR to react within a couple of parts.
+    abrEwmaFastLive: 2,
+    abrEwmaSlowLive: 6,
+    enableWorker: true,
+  };
+  if (targetLatencyS !== null && targetLatencyS > 0) {
+    // hls.js requires the pair; the max bounds the drift before a seek to the edge.
+    config.liveSyncDuration = targetLatencyS;
+    config.liveMaxLatencyDuration = Math.max(targetLatencyS * 3, targetLatencyS + 3);
+  }
+  const hls = new Hls(config);
+  window.flowcastPlayer = hls;
+  hls.on(Hls.Events.ERROR, (_e, data) => {
+    if (data.fatal) recordError('hls', `${data.type} ${data.details}`);
+    if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+  });
+  hls.loadSource(src);
+  hls.attachMedia(video);
+  wallClockLatency = () => {
+    const date = hls.playingDate;
+    if (date) return { ms: Date.now() - date.getTime(), source: 'pdt' };
+    const l = hls.latency;
+    return Number.isFinite(l) && l > 0 ? { ms: l * 1000, source: 'pdt' } : null;
+  };
+  currentBitrate = () => {
+    const level = hls.levels && hls.levels[hls.currentLevel];
+    return level ? level.bitrate / 1000 : null;
+  };
+}
+
+async function startDash() {
+  const { default: dashjs } = await import('/vendor/dashjs/modern/esm/dash.all.min.js');
+  const player = dashjs.MediaPlayer().create();
+  window.flowcastPlayer = player;
+  const settings = {
+    debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+    streaming: {
+      // Low-latency mode switches on by itself when the MPD has
+      // availabilityTimeComplete="false" (chunked CMAF); these shape it.
+      delay: { useSuggestedPresentationDelay: true },
+      liveCatchup: { enabled: true, maxDrift: 3, playbackRate: { min: -0.2, max: 0.25 } },
+      buffer: { stallThreshold: 0.3, lowLatencyStallThreshold: 0.3 },
+      // Prefer the MPD's UTCTiming; never fall back to a third-party time server.
+      utcSynchronization: {
+        useManifestDateHeaderTimeSource: true,
+        defaultTimingSource: { scheme: 'urn:mpeg:dash:utc:http-head:2014', value: location.origin + '/' },
+      },
+    },
+  };
+  if (targetLatencyS !== null && targetLatencyS > 0) {
+    settings.streaming.delay.liveDelay = targetLatencyS;
+  }
+  player.updateSettings(settings);
+  player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+    recordError('dash', e.error ? `${e.error.code} ${e.error.message}` : e);
+  });
+  let hasPrt = false;
+  player.on(dashjs.MediaPlayer.events.MANIFEST_LOADED, (e) => {
+    try {
+      hasPrt = JSON.stringify(e.data || {}).includes('ProducerReferenceTime');
+    } catch (err) {
+      hasPrt = false;
+    }
+  });
+  player.initialize(video, src, true);
+  wallClockLatency = () => {
+    const l = player.getCurrentLiveLatency();
+    return Number.isFinite(l) && l > 0 ? { ms: l * 1000, source: hasPrt ? 'prt' : 'pdt' } : null;
+  };
+  currentBitrate = () => {
+    const rep = player.getCurrentRepresentationForType('video');
+    return rep && rep.bandwidth ? rep.bandwidth / 1000 : null;
+  };
+}
+
+async function startShaka() {
+  await loadScript('/vendor/shaka-player/shaka-player.compiled.js');
+  const shaka = window.shaka;
+  shaka.polyfill.installAll();
+  if (!shaka.Player.isBrowserSupported()) throw new Error('shaka: browser not supported');
+  const player = new shaka.Player();
+  window.flowcastPlayer = player;
+  await player.attach(video);
+  const config = {
+    streaming: {
+      lowLatencyMode: true,
+      // Live sync: speed up to catch the target, as hls.js and dash.js do.
+      liveSync: { enabled: true, maxPlaybackRate: 1.25 },
+    },
+  };
+  if (targetLatencyS !== null && targetLatencyS > 0) {
+    config.streaming.liveSync.targetLatency = targetLatencyS;
+  }
+  player.configure(config);
+  player.addEventListener('error', (e) => recordError('shaka', `${e.detail.code}`));
+  await player.load(src);
+  wallClockLatency = () => {
+    const date = player.getPlayheadTimeAsDate();
+    return date ? { ms: Date.now() - date.getTime(), source: 'pdt' } : null;
+  };
+  currentBitrate = () => {
+    const s = player.getStats();
+    return s && s.streamBandwidth ? s.streamBandwidth / 1000 : null;
+  };
+}
+
+// ---- view -----------------------------------------------------------------------------
+
+function fmt(v, digits = 0, unit = '') {
+  return v === null || v === undefined || Number.isNaN(v) ? '–' : `${Number(v).toFixed(digits)}${unit}`;
+}
+
+function render() {
+  const rows = [
+    ['player', stats.player],
+    ['startup', fmt(stats.startupMs, 0, ' ms')],
+    ['latency', `${fmt(stats.latencyMs, 0, ' ms')} (${stats.latencySource || 'n/a'})`],
+    ['latency p50 / p95', `${fmt(stats.latencyP50Ms, 0)} / ${fmt(stats.latencyP95Ms, 0)} ms`],
+    ['buffer ahead', fmt(stats.bufferS, 2, ' s')],
+    ['bitrate', fmt(stats.bitrateKbps, 0, ' kbps')],
+    ['resolution', stats.width ? `${stats.width}x${stats.height}` : '–'],
+    ['stalls', `${stats.stalls} (${fmt(stats.stallMs / 1000, 2, ' s')})`],
+    ['errors', stats.errors.length ? stats.errors[stats.errors.length - 1] : 'none'],
+  ];
+  view.replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement('dt');
+    dt.textContent = k;
+    const dd = document.createElement('dd');
+    dd.textContent = v;
+    return [dt, dd];
+  }));
+}
+
+function tick() {
+  stats.currentTime = video.currentTime;
+  stats.bufferS = Math.round(bufferAhead() * 1000) / 1000;
+  stats.width = video.videoWidth;
+  stats.height = video.videoHeight;
+  stats.framesDecoded = timecode.framesSeen;
+  try {
+    const kbps = currentBitrate();
+    stats.bitrateKbps = kbps === null ? null : Math.round(kbps);
+  } catch (e) {
+    stats.bitrateKbps = null;
+  }
+  updateLatency();
+  render();
+}
+
+async function main() {
+  const starters = { hls: startHls, dash: startDash, shaka: startShaka };
+  const start = starters[playerName];
+  if (!start) {
+    recordError('page', `unknown player ${playerName}`);
+    render();
+    return;
+  }
+  video.muted = true;
+  video.autoplay = true;
+  playRequestedAt = performance.now();
+  setInterval(tick, STATS_INTERVAL_MS);
+  if (useTimecode) timecode.start();
+  try {
+    await start();
+    const p = video.play();
+    if (p && p.catch) p.catch((e) => { if (e.name !== 'AbortError') recordError('play', e.message); });
+  } catch (e) {
+    recordError(playerName, e.message || String(e));
+  }
+}
+
+main();
