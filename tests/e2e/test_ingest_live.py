@@ -61,6 +61,18 @@ def test_rtmp_ingest_with_stream_key(tmp_path: Path) -> None:
         finally:
             good.kill()
             good.wait()
+        # The publisher drops: the stream stays up; on reconnection it resumes after a discontinuity.
+        time.sleep(2)
+        assert httpx.get(live.url("/live/live/master.m3u8"), timeout=5).status_code == 200
+        again = publish(f"rtmp://127.0.0.1:{port}/live/s3cret-key", "-f", "flv")
+        try:
+            deadline = time.monotonic() + 25
+            while "#EXT-X-DISCONTINUITY\n" not in httpx.get(live.url("/live/live/240p/index.m3u8"), timeout=5).text:
+                assert time.monotonic() < deadline, live.log()[-3000:]
+                time.sleep(0.3)
+        finally:
+            again.kill()
+            again.wait()
     finally:
         live.stop()
 
