@@ -83,6 +83,7 @@ class LivePipeline:
         self._run_anchor: float | None = None  # wall clock of media time 0 in the current run
         self._run_offset = 0.0  # timeline time of media time 0 in the current run
         self._last_timeline_end = 0.0
+        self._announced = False  # multivariant playlist and MPD published
 
     # -- encoder events ------------------------------------------------------------------------
 
@@ -120,8 +121,6 @@ class LivePipeline:
         self.store.put(self._path(r.name, "init.mp4"), init.data, "init")
         if r.segmenter is None:
             r.segmenter = Segmenter(track, segment_duration=self.segment_duration, part_target=self.part_target)
-        if all(x.track is not None for x in self.renditions.values()):
-            self._publish_multivariant()
 
     def _open_period(self, first: Fragment) -> None:
         """Anchor the run on the wall clock: timeline time == seconds since availabilityStartTime."""
@@ -173,6 +172,11 @@ class LivePipeline:
                 r.pending_parts.clear()
                 r.pending_discontinuity = False
                 r.segments.append(seg)
+                if not self._announced and all(x.segments for x in self.renditions.values()):
+                    # Announce the stream once every rendition has a whole segment: hls.js
+                    # treats a playlist of parts alone as empty (levelEmptyError).
+                    self._announced = True
+                    self._publish_multivariant()
                 self._last_timeline_end = max(self._last_timeline_end, seg.start + seg.duration)
                 if self.part_target is None:
                     r.last_msn, r.last_part = seg.msn, 0
@@ -266,7 +270,7 @@ class LivePipeline:
 
     def _publish_mpd(self) -> None:
         """The MPD changes only when a Period starts (SegmentTemplate@duration needs no updates)."""
-        if not self.periods or any(r.track is None for r in self.renditions.values()):
+        if not self._announced:
             return
         assert self.availability_start is not None
         window = self.config.packaging.dvr_window
