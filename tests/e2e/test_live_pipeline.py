@@ -194,3 +194,21 @@ def test_killed_encoder_recovers_with_discontinuity(live: LiveProcess) -> None:
     # Players keep going: FFmpeg decodes across the discontinuity.
     out = _ffmpeg_decode(live.url("/live/live/240p/index.m3u8"), 4)
     assert out.returncode == 0, out.stderr
+
+
+def test_metrics_expose_origin_and_pipeline(live: LiveProcess) -> None:
+    wait_segments(live, 2)
+    get(live, "/live/live/720p/index.m3u8")
+    deadline = time.monotonic() + 15
+    while True:
+        text = get(live, "/metrics").text
+        speed = re.search(r"^flowcast_encoder_speed_ratio ([0-9.e+-]+)$", text, re.M)
+        if speed and float(speed.group(1)) > 0:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(1)
+    assert 0.9 < float(speed.group(1)) < 1.2
+    assert re.search(r'^flowcast_parts_published_total\{rendition="720p"\} [1-9]', text, re.M)
+    assert re.search(r'^flowcast_origin_requests_total\{resource="playlist",status="200"\} [1-9]', text, re.M)
+    # Parts are published well within one part target of their media end time.
+    assert re.search(r'^flowcast_part_publish_lag_seconds_bucket\{le="0.5",rendition="720p"\} [1-9]', text, re.M)

@@ -41,8 +41,15 @@ def write_chunk(
     track_id: int,
     samples: Sequence[Sample],
     base_decode_time: int | None = None,
+    *,
+    traf_boxes: bytes = b"",
+    moof_boxes: bytes = b"",
 ) -> bytes:
     """One CMAF chunk: moof (mfhd, traf(tfhd, tfdt v1, trun v1)) + mdat.
+
+    `traf_boxes` are appended inside the traf after the trun (e.g. senc/saiz/saio, ISO/IEC
+    23001-7 7.2) and `moof_boxes` inside the moof after the traf (e.g. pssh); both default to
+    nothing, which leaves the output unchanged. The trun data_offset accounts for them.
 
     tfdt v1 so 64-bit decode times survive long runs; trun v1 so composition offsets may be
     negative (14496-12 8.8.8.2), which the iso6 brand in our ftyp allows.
@@ -62,13 +69,13 @@ def write_chunk(
     except struct.error as exc:
         raise BoxError(f"sample field out of range: {exc}") from exc
     trun_len = 8 + 4 + 4 + 4 + len(entries)  # header, version/flags, sample_count, data_offset
-    traf_len = 8 + len(tfhd) + len(tfdt) + trun_len
-    moof_len = 8 + len(mfhd) + traf_len
+    traf_len = 8 + len(tfhd) + len(tfdt) + trun_len + len(traf_boxes)
+    moof_len = 8 + len(mfhd) + traf_len + len(moof_boxes)
     payload_len = sum(len(s.data) for s in samples)
     mdat_header = 8 if payload_len + 8 <= 0xFFFFFFFF else 16
     # data_offset counts from the first byte of the moof (default-base-is-moof) to the first sample.
     trun = full_box("trun", 1, _TRUN_FLAGS, struct.pack(">Ii", len(samples), moof_len + mdat_header) + entries)
-    moof = box("moof", mfhd + box("traf", tfhd + tfdt + trun))
+    moof = box("moof", mfhd + box("traf", tfhd + tfdt + trun + traf_boxes) + moof_boxes)
     return moof + box("mdat", b"".join(s.data for s in samples))
 
 

@@ -47,6 +47,34 @@ class OriginMetrics:
             registry=self.registry,
         )
 
+        self.encoder_speed = Gauge(
+            "flowcast_encoder_speed_ratio", "FFmpeg speed (1.0 = real time)", registry=self.registry
+        )
+        self.encoder_fps = Gauge("flowcast_encoder_fps", "FFmpeg output frames per second", registry=self.registry)
+        self.encoder_restarts = Gauge(
+            "flowcast_encoder_restarts", "Times the encoder was restarted since start-up", registry=self.registry
+        )
+        self.parts = Counter(
+            "flowcast_parts_published", "Parts (CMAF chunks) published", ("rendition",), registry=self.registry
+        )
+        self.publish_lag = Histogram(
+            "flowcast_part_publish_lag_seconds",
+            "Wall clock from the end of a part's media time to its publication",
+            ("rendition",),
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+            registry=self.registry,
+        )
+
+    def bind_encoder(self, supervisor: object) -> None:
+        """Read the supervisor's latest figures at scrape time (no polling task)."""
+        self.encoder_speed.set_function(lambda: getattr(supervisor, "speed", None) or 0.0)
+        self.encoder_fps.set_function(lambda: getattr(supervisor, "fps", None) or 0.0)
+        self.encoder_restarts.set_function(lambda: getattr(supervisor, "restarts", 0))
+
+    def part_published(self, rendition: str, lag_s: float) -> None:
+        self.parts.labels(rendition).inc()
+        self.publish_lag.labels(rendition).observe(max(lag_s, 0.0))
+
     def observe(self, resource: str, status: int, nbytes: int) -> None:
         self.requests.labels(resource, str(status)).inc()
         if nbytes:

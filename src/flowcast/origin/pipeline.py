@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from flowcast.config import FlowcastConfig
 from flowcast.media.fmp4 import FragmentedMP4Reader
 from flowcast.media.types import Fragment, InitSegment, TrackInfo
+from flowcast.origin.metrics import OriginMetrics
+from flowcast.origin.store import MediaStore
 from flowcast.package import dash, hls
 from flowcast.package.model import Part, Segment
 from flowcast.package.segmenter import PartReady, SegmentReady, Segmenter
@@ -57,9 +59,12 @@ class _Rendition:
 class LivePipeline:
     """Owns the packager state of one live stream and publishes into a MediaStore."""
 
-    def __init__(self, config: FlowcastConfig, store, *, time_url: str = "/time") -> None:
+    def __init__(
+        self, config: FlowcastConfig, store: MediaStore, *, metrics: OriginMetrics | None = None, time_url: str = "/time"
+    ) -> None:
         self.config = config
         self.store = store
+        self.metrics = metrics
         self.time_url = time_url
         pkg = config.packaging
         self.segment_duration = pkg.segment_s
@@ -161,6 +166,9 @@ class LivePipeline:
                 self.store.append(seg_path, part.data)
                 r.pending_parts.append(part)
                 r.last_msn, r.last_part = part.msn, part.index
+                if self.metrics is not None and self._run_anchor is not None:
+                    media_end = self._run_anchor + (part.start + part.duration - self._run_offset)
+                    self.metrics.part_published(r.name, time.time() - media_end)
             else:
                 seg = event.segment
                 seg_path = self._path(r.name, f"{seg.msn}.m4s")

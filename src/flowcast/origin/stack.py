@@ -43,7 +43,7 @@ class LiveStack:
             vendor_dirs=npm_vendor_dirs(WEB_DIR / "node_modules"),
             metrics=self.metrics,
         )
-        self.pipeline = LivePipeline(config, self.store)
+        self.pipeline = LivePipeline(config, self.store, metrics=self.metrics)
         self.supervisor: EncoderSupervisor | None = None
         self.server: ServerHandle | None = None
 
@@ -56,19 +56,13 @@ class LiveStack:
             )
         except (UnknownEncoder, EncoderUnavailable, SourceError) as exc:
             raise StackError(str(exc)) from None
-        self.metrics_bind()
+        self.metrics.bind_encoder(self.supervisor)
         origin = self.config.origin
         try:
             self.server = await serve(self.app, origin.host, origin.port)
         except OSError as exc:
             raise StackError(f"cannot listen on {origin.host}:{origin.port}: {exc.strerror}") from None
         await self.supervisor.start()
-
-    def metrics_bind(self) -> None:
-        """Expose the encoder's figures next to the origin's on /metrics."""
-        bind = getattr(self.metrics, "bind_encoder", None)
-        if bind is not None and self.supervisor is not None:
-            bind(self.supervisor)
 
     @property
     def url(self) -> str:
