@@ -63,3 +63,31 @@ def test_shaka_plays(browser, live: LiveProcess, src: str) -> None:
     # the no-stall bar that hls.js and dash.js meet (see docs/benchmarks.md).
     stats = _play(browser, live, f"player=shaka&src={src}", 8, stalls_allowed=True)
     assert stats["latencySource"] == "timecode"
+
+
+@pytest.mark.parametrize("player", ["hls", "dash"])
+def test_playback_survives_encoder_restart(browser, tmp_path, player: str) -> None:
+    """Kill FFmpeg mid-play: the supervisor restarts it, the playlist gets a discontinuity
+    (a new Period in the MPD), and the player keeps going on its own."""
+    import os
+    import signal
+
+    live = LiveProcess(tmp_path)
+    try:
+        live.wait_ready()
+        page = open_player(browser, live.url(f"/?player={player}"))
+        try:
+            wait_playing(page, timeout=25)
+            page.wait_for_timeout(4000)
+            os.kill(live.encoder_pids()[0], signal.SIGKILL)
+            page.wait_for_timeout(4000)
+            before = read_stats(page)
+            page.wait_for_timeout(8000)
+            after = read_stats(page)
+            assert after["currentTime"] - before["currentTime"] > 6, (json.dumps(after), page.console_log[-20:])
+            assert after["playing"] and not after["errors"], json.dumps(after)
+            assert after["latencySource"] == "timecode" and after["latencyMs"] < 5000, json.dumps(after)
+        finally:
+            page.close()
+    finally:
+        live.stop()
