@@ -33,6 +33,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["stream"] = args.stream
     if args.data_dir is not None:
         out["data_dir"] = str(args.data_dir)
+    if getattr(args, "require_token", False):
+        out.setdefault("protection", {})["require_token"] = True
+    if getattr(args, "encryption", None) is not None:
+        out.setdefault("protection", {})["scheme"] = args.encryption
     return out
 
 
@@ -67,6 +71,17 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from flowcast.origin.access import signer_for
+
+    token = signer_for(args.data_dir).sign(
+        f"/live/{args.stream}/", ttl=args.ttl, session_id=args.session_id, client_ip=args.client_ip
+    )
+    print(f"token   {token}")
+    print(f"player  {args.base_url}/?stream={args.stream}&token={token}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowcast", description="Self-hostable live streaming stack")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -82,7 +97,18 @@ def make_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="listen address (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="HTTP port (default 8080)")
     up.add_argument("--data-dir", type=Path)
+    up.add_argument("--require-token", action="store_true", help="signed URLs on every media request")
+    up.add_argument("--encryption", choices=["none", "cenc", "cbcs"], help="Common Encryption scheme (ClearKey)")
     up.set_defaults(func=_up)
+
+    tok = sub.add_parser("token", help="mint a signed player URL / token for a stream")
+    tok.add_argument("--stream", default="live")
+    tok.add_argument("--ttl", type=int, default=4 * 3600, help="seconds (default 4 h)")
+    tok.add_argument("--session-id")
+    tok.add_argument("--client-ip", help="bind the token to an address or CIDR network")
+    tok.add_argument("--data-dir", type=Path, default=Path("data"))
+    tok.add_argument("--base-url", default="http://127.0.0.1:8080")
+    tok.set_defaults(func=_token)
     return parser
 
 

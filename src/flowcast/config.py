@@ -55,6 +55,17 @@ class PackagingConfig(BaseModel):
         return self
 
 
+class ProtectionConfig(BaseModel):
+    """What premium content needs: encryption and signed URLs (both off by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: Literal["none", "cenc", "cbcs"] = "none"
+    key_rotation_interval: int = Field(default=0, ge=0, description="segments per key; 0 = one key")
+    require_token: bool = False
+    token_ttl: int = Field(default=4 * 3600, ge=60, le=7 * 86400)
+
+
 class OriginConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,6 +82,7 @@ class FlowcastConfig(BaseModel):
     encoder: str = "libx264"
     ladder: Ladder = DEFAULT_LADDER
     packaging: PackagingConfig = PackagingConfig()
+    protection: ProtectionConfig = ProtectionConfig()
     origin: OriginConfig = OriginConfig()
     data_dir: Path = Path("data")
 

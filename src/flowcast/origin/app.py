@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from flowcast.package.directives import BadDirective, DirectiveError
 from flowcast.package.directives import parse_directives as _package_parse
 
+from .access import MediaAccess
 from .cache import CachePolicy
 from .metrics import OriginMetrics
 from .store import (
@@ -235,8 +236,10 @@ class OriginApp:
         metrics: OriginMetrics,
         cache: CachePolicy | None = None,
         blocking_timeout_tds: float = 3.0,
+        access: MediaAccess | None = None,
     ) -> None:
         self.store = store
+        self.access = access  # None: media is public
         self.static_dir = Path(static_dir).resolve()
         self.vendor_dirs = {name: Path(p).resolve() for name, p in vendor_dirs.items()}
         self.metrics = metrics
@@ -295,6 +298,18 @@ class OriginApp:
         if parts is None or len(parts) < 2:
             self._not_found(proto, head, "other")
             return
+        if self.access is not None:
+            refusal = self.access.check(
+                "/live/" + "/".join(parts),
+                scope.query_string,
+                scope.headers.get("cookie"),
+                scope.client.rsplit(":", 1)[0].strip("[]") if scope.client else None,
+                scope.headers.get("x-request-id"),
+            )
+            if refusal is not None:
+                headers = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store"), *_CORS]
+                self._bytes(proto, refusal.status, headers, refusal.body, head, "other")
+                return
         key = "/".join(parts)
         pl = self.store.playlist(key)
         if pl is not None:

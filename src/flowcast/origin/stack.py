@@ -12,11 +12,13 @@ import signal
 from pathlib import Path
 
 from flowcast.config import FlowcastConfig
+from flowcast.origin.access import KID, MediaAccess, load_or_create_secret
 from flowcast.origin.app import OriginApp, npm_vendor_dirs
 from flowcast.origin.metrics import OriginMetrics
 from flowcast.origin.pipeline import LivePipeline
 from flowcast.origin.server import ServerHandle, serve
 from flowcast.origin.store import MediaStore
+from flowcast.protect.tokens import TokenSigner, TokenVerifier
 from flowcast.transcode.encoders import EncoderUnavailable, UnknownEncoder
 from flowcast.transcode.sources import SourceError
 from flowcast.transcode.supervisor import EncoderSupervisor
@@ -37,11 +39,18 @@ class LiveStack:
         self.config = config
         self.store = MediaStore()
         self.metrics = OriginMetrics()
+        self.signer: TokenSigner | None = None
+        access = None
+        if config.protection.require_token:
+            secret = load_or_create_secret(config.data_dir)
+            self.signer = TokenSigner({KID: secret}, KID)
+            access = MediaAccess(TokenVerifier({KID: secret}))
         self.app = OriginApp(
             self.store,
             static_dir=WEB_DIR,
             vendor_dirs=npm_vendor_dirs(WEB_DIR / "node_modules"),
             metrics=self.metrics,
+            access=access,
         )
         self.pipeline = LivePipeline(config, self.store, metrics=self.metrics)
         self.supervisor: EncoderSupervisor | None = None
@@ -71,8 +80,12 @@ class LiveStack:
 
     def urls(self) -> dict[str, str]:
         base, stream = self.url, self.config.stream
+        player = f"{base}/"
+        if self.signer is not None:
+            token = self.signer.sign(f"/live/{stream}/", ttl=self.config.protection.token_ttl)
+            player = f"{base}/?stream={stream}&token={token}"
         return {
-            "player": f"{base}/",
+            "player": player,
             "multivariant": f"{base}/live/{stream}/master.m3u8",
             "mpd": f"{base}/live/{stream}/manifest.mpd",
             "metrics": f"{base}/metrics",

@@ -6,13 +6,15 @@ Sans-I/O: push samples, get PartReady/SegmentReady events. Each part is one CMAF
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from flowcast.media.cmaf import write_chunk
 from flowcast.media.types import Sample, TrackInfo
 
 from .model import Part, Segment
+
+ChunkWriter = Callable[[int, int, Sequence[Sample], int | None], bytes]
 
 __all__ = ["PartReady", "SegmentReady", "Segmenter", "SegmenterError"]
 
@@ -48,10 +50,14 @@ class Segmenter:
         segment_duration: float,
         part_target: float | None,
         first_msn: int = 0,
+        chunk_writer: ChunkWriter = write_chunk,
     ) -> None:
         if segment_duration <= 0 or (part_target is not None and not 0 < part_target <= segment_duration):
             raise SegmenterError("need segment_duration > 0 and 0 < part_target <= segment_duration")
         self._track = track
+        # The CMAF chunk writer: clear by default, or a protect.cenc.TrackEncryptor's
+        # encrypt_chunk, which keeps the same contract.
+        self.chunk_writer = chunk_writer
         self._ts = track.timescale
         self._video = track.kind == "video"
         self._seg_ticks = segment_duration * track.timescale
@@ -172,7 +178,7 @@ class Segmenter:
     def _close_part(self) -> PartReady:
         samples = self._part_samples
         tick = samples[0].decode_time + self._tick_offset
-        chunk = write_chunk(self._sequence, self._track.track_id, samples, tick)
+        chunk = self.chunk_writer(self._sequence, self._track.track_id, samples, tick)
         self._sequence += 1
         part = Part(
             msn=self._next_msn,

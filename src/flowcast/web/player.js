@@ -30,6 +30,13 @@ const targetLatencyS = params.has('latency') ? parseFloat(params.get('latency'))
 // wall-clock estimates on a stream that does carry one).
 const useTimecode = params.get('timecode') !== 'off';
 
+// Signed URLs: a `token` in the page URL becomes the `flowcast_token` cookie, which the
+// browser then sends with every same-origin request of every player (playlists, parts,
+// segments, keys) without touching the pre-rendered, cacheable playlists.
+if (params.has('token')) {
+  document.cookie = `flowcast_token=${encodeURIComponent(params.get('token'))}; path=/; SameSite=Strict`;
+}
+
 const video = document.getElementById('video');
 const view = document.getElementById('stats');
 
