@@ -25,6 +25,7 @@ from flowcast.package.directives import parse_directives as _package_parse
 
 from .access import MediaAccess
 from .cache import CachePolicy
+from .license import ClearKeyLicenseServer
 from .metrics import OriginMetrics
 from .store import (
     Growing,
@@ -237,7 +238,9 @@ class OriginApp:
         cache: CachePolicy | None = None,
         blocking_timeout_tds: float = 3.0,
         access: MediaAccess | None = None,
+        license_server: ClearKeyLicenseServer | None = None,
     ) -> None:
+        self.license_server = license_server
         self.store = store
         self.access = access  # None: media is public
         self.static_dir = Path(static_dir).resolve()
@@ -267,6 +270,9 @@ class OriginApp:
         if method == "OPTIONS":
             self._preflight(scope, proto)
             return
+        if method == "POST" and path == "/license/clearkey" and self.license_server is not None:
+            await self._license(scope, proto)
+            return
         if method not in ("GET", "HEAD"):
             headers = [("allow", _ALLOW), ("cache-control", self.cache.no_cache()), *_CORS]
             self._bytes(proto, 405, headers, b"method not allowed\n", False, "other")
@@ -290,6 +296,27 @@ class OriginApp:
             self._bytes(proto, 503, headers, b"shutting down\n", head, "other")
         except _Disconnected:
             self.metrics.observe("other", 499, 0)  # nginx's "client closed request"
+
+    # -- /license/clearkey ------------------------------------------------------------------
+
+    async def _license(self, scope: Any, proto: Any) -> None:
+        assert self.license_server is not None
+        length = scope.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > 4096):
+            body = b"x" * 4097  # refused as oversized by the license logic, without reading it
+        else:
+            body = await proto()
+        answer = self.license_server.handle(
+            body,
+            query=scope.query_string,
+            cookie=scope.headers.get("cookie"),
+            client_ip=scope.client.rsplit(":", 1)[0].strip("[]") if scope.client else None,
+            request_id=scope.headers.get("x-request-id"),
+        )
+        headers = [("content-type", "application/json"), ("cache-control", "no-store"), *_CORS]
+        if answer.retry_after is not None:
+            headers.append(("retry-after", str(max(1, round(answer.retry_after)))))
+        self._bytes(proto, answer.status, headers, answer.body, False, "license")
 
     # -- /live ---------------------------------------------------------------------------
 

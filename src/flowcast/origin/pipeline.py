@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from flowcast.config import FlowcastConfig
 from flowcast.media.fmp4 import FragmentedMP4Reader
 from flowcast.media.types import Fragment, InitSegment, TrackInfo
 from flowcast.origin.metrics import OriginMetrics
+from flowcast.protect.cenc import ContentKey, TrackEncryptor
 from flowcast.origin.store import MediaStore
 from flowcast.package import dash, hls
 from flowcast.package.model import Part, Segment
@@ -60,11 +62,21 @@ class LivePipeline:
     """Owns the packager state of one live stream and publishes into a MediaStore."""
 
     def __init__(
-        self, config: FlowcastConfig, store: MediaStore, *, metrics: OriginMetrics | None = None, time_url: str = "/time"
+        self,
+        config: FlowcastConfig,
+        store: MediaStore,
+        *,
+        metrics: OriginMetrics | None = None,
+        time_url: str = "/time",
+        content_key: ContentKey | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
+        self.scheme = config.protection.scheme
+        if self.scheme != "none" and content_key is None:
+            raise ValueError(f"protection.scheme={self.scheme} needs a content key")
+        self.content_key = content_key if self.scheme != "none" else None
         self.time_url = time_url
         pkg = config.packaging
         self.segment_duration = pkg.segment_s
@@ -120,12 +132,24 @@ class LivePipeline:
 
     def _on_init(self, r: _Rendition, init: InitSegment) -> None:
         track = init.tracks[0]
-        if r.init is not None and r.init != init.data:
+        data = init.data
+        encryptor = None
+        if self.content_key is not None:
+            key = self.content_key
+            if self.scheme == "cenc":
+                # CTR mode: a fresh random start for the per-sample IVs of every encoder run,
+                # so no IV is ever reused under this key (the IVs travel in senc, not init).
+                key = ContentKey(kid=key.kid, key=key.key, iv=secrets.token_bytes(8))
+            encryptor = TrackEncryptor(self.scheme, track, key)
+            data = encryptor.encrypt_init(data)
+        if r.init is not None and r.init != data:
             log.warning("rendition %s: init segment changed in run %d", r.name, self.run)
-        r.track, r.init = track, init.data
-        self.store.put(self._path(r.name, "init.mp4"), init.data, "init")
+        r.track, r.init = track, data
+        self.store.put(self._path(r.name, "init.mp4"), data, "init")
         if r.segmenter is None:
             r.segmenter = Segmenter(track, segment_duration=self.segment_duration, part_target=self.part_target)
+        if encryptor is not None:
+            r.segmenter.chunk_writer = encryptor.encrypt_chunk
 
     def _open_period(self, first: Fragment) -> None:
         """Anchor the run on the wall clock: timeline time == seconds since availabilityStartTime."""

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 from pathlib import Path
 
 from flowcast.config import FlowcastConfig
 from flowcast.origin.access import KID, MediaAccess, load_or_create_secret
 from flowcast.origin.app import OriginApp, npm_vendor_dirs
+from flowcast.origin.license import ClearKeyLicenseServer
 from flowcast.origin.metrics import OriginMetrics
 from flowcast.origin.pipeline import LivePipeline
 from flowcast.origin.server import ServerHandle, serve
 from flowcast.origin.store import MediaStore
+from flowcast.protect.keystore import KeyStore, MasterKeyMissing, load_master_key
 from flowcast.protect.tokens import TokenSigner, TokenVerifier
 from flowcast.transcode.encoders import EncoderUnavailable, UnknownEncoder
 from flowcast.transcode.sources import SourceError
@@ -32,6 +36,27 @@ class StackError(Exception):
     """The stack cannot start: an unknown or unusable encoder, a bad source, a busy port."""
 
 
+MASTER_KEY_FILE = "master.key"
+
+
+def open_keystore(data_dir: Path, *, iv_size: int) -> KeyStore:
+    """Content keys under the data dir, wrapped by the master key ($FLOWCAST_MASTER_KEY, else
+    a 0600 file made on first use: fine on a laptop; in production give the env var or a KMS)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        master = load_master_key()
+    except MasterKeyMissing:
+        path = data_dir / MASTER_KEY_FILE
+        if not path.exists():
+            log.warning("no FLOWCAST_MASTER_KEY: generating a master key in %s (development only)", path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        master = load_master_key(path=path)
+    return KeyStore(data_dir / "keys.json", master, iv_size=iv_size)
+
+
 class LiveStack:
     """The live pipeline and its origin, started and stopped as one."""
 
@@ -40,19 +65,26 @@ class LiveStack:
         self.store = MediaStore()
         self.metrics = OriginMetrics()
         self.signer: TokenSigner | None = None
-        access = None
+        access = verifier = None
         if config.protection.require_token:
             secret = load_or_create_secret(config.data_dir)
             self.signer = TokenSigner({KID: secret}, KID)
-            access = MediaAccess(TokenVerifier({KID: secret}))
+            verifier = TokenVerifier({KID: secret})
+            access = MediaAccess(verifier)
+        content_key = license_server = None
+        if config.protection.scheme != "none":
+            keystore = open_keystore(config.data_dir, iv_size=16 if config.protection.scheme == "cbcs" else 8)
+            content_key = keystore.key_for(config.stream, 0)
+            license_server = ClearKeyLicenseServer(keystore, verifier)
         self.app = OriginApp(
             self.store,
             static_dir=WEB_DIR,
             vendor_dirs=npm_vendor_dirs(WEB_DIR / "node_modules"),
             metrics=self.metrics,
             access=access,
+            license_server=license_server,
         )
-        self.pipeline = LivePipeline(config, self.store, metrics=self.metrics)
+        self.pipeline = LivePipeline(config, self.store, metrics=self.metrics, content_key=content_key)
         self.supervisor: EncoderSupervisor | None = None
         self.server: ServerHandle | None = None
 

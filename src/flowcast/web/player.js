@@ -37,6 +37,10 @@ if (params.has('token')) {
   document.cookie = `flowcast_token=${encodeURIComponent(params.get('token'))}; path=/; SameSite=Strict`;
 }
 
+// ClearKey license server of the origin (W3C JSON). The players only use it when the
+// stream is encrypted; the same token cookie authorises the license request.
+const licenseUrl = params.get('license') || `${location.origin}/license/clearkey`;
+
 const video = document.getElementById('video');
 const view = document.getElementById('stats');
 
@@ -223,6 +227,8 @@ async function startHls() {
     abrEwmaFastLive: 2,
     abrEwmaSlowLive: 6,
     enableWorker: true,
+    emeEnabled: true,
+    drmSystems: { 'org.w3.clearkey': { licenseUrl } },
   };
   if (targetLatencyS !== null && targetLatencyS > 0) {
     // hls.js requires the pair; the max bounds the drift before a seek to the edge.
@@ -272,6 +278,7 @@ async function startDash() {
     settings.streaming.delay.liveDelay = targetLatencyS;
   }
   player.updateSettings(settings);
+  player.setProtectionData({ 'org.w3.clearkey': { serverURL: licenseUrl } });
   player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
     recordError('dash', e.error ? `${e.error.code} ${e.error.message}` : e);
   });
@@ -308,6 +315,7 @@ async function startShaka() {
       // Live sync: speed up to catch the target, as hls.js and dash.js do.
       liveSync: { enabled: true, maxPlaybackRate: 1.25 },
     },
+    drm: { servers: { 'org.w3.clearkey': licenseUrl } },
   };
   if (targetLatencyS !== null && targetLatencyS > 0) {
     config.streaming.liveSync.targetLatency = targetLatencyS;
