@@ -205,3 +205,12 @@ def test_bad_arguments(tmp_path: Path, master: LocalMasterKey) -> None:
         store.key_for("live", -1)
     with pytest.raises(KeyStoreError):
         KeyStore(tmp_path / "k.json", master, iv_size=12)
+
+
+def test_concurrent_first_use_creates_one_key(tmp_path: Path, master: LocalMasterKey) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = KeyStore(tmp_path / "keys.json", master)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: store.key_for("live", 7), range(32)))
+    assert len({k.kid for k in got}) == 1 and len(store) == 1

@@ -19,6 +19,7 @@ from flowcast.media.fmp4 import FragmentedMP4Reader
 from flowcast.media.types import Fragment, InitSegment, TrackInfo
 from flowcast.origin.metrics import OriginMetrics
 from flowcast.protect.cenc import ContentKey, TrackEncryptor
+from flowcast.protect.signalling import clearkey_signal, dash_content_protection, hls_key, hls_key_tags
 from flowcast.origin.store import MediaStore
 from flowcast.package import dash, hls
 from flowcast.package.model import Part, Segment
@@ -69,6 +70,7 @@ class LivePipeline:
         metrics: OriginMetrics | None = None,
         time_url: str = "/time",
         content_key: ContentKey | None = None,
+        license_url: str = "/license/clearkey",
     ) -> None:
         self.config = config
         self.store = store
@@ -77,6 +79,10 @@ class LivePipeline:
         if self.scheme != "none" and content_key is None:
             raise ValueError(f"protection.scheme={self.scheme} needs a content key")
         self.content_key = content_key if self.scheme != "none" else None
+        # Playlists and MPDs announce the key; the license URL comes from the player's config.
+        self.key_signal = (
+            clearkey_signal(self.content_key.kid, self.scheme, license_url) if self.content_key is not None else None
+        )
         self.time_url = time_url
         pkg = config.packaging
         self.segment_duration = pkg.segment_s
@@ -265,6 +271,7 @@ class LivePipeline:
             ended=False,
             pending_program_date_time=pending_pdt,
             pending_discontinuity=bool(pending) and r.pending_discontinuity,
+            keys=(hls_key(self.key_signal, 0),) if self.key_signal is not None else (),
         )
         full = hls.render_media_playlist(playlist)
         delta = hls.render_media_playlist(playlist, skip=True) if self.part_target is not None else None
@@ -297,7 +304,10 @@ class LivePipeline:
         a = self.renditions[AUDIO]
         assert a.track is not None
         audio = hls.AudioRendition(track=a.track, bandwidth=a.bandwidth, average_bandwidth=a.average_bandwidth)
-        self.store.put_manifest(f"{self.config.stream}/master.m3u8", hls.render_multivariant(variants, audio))
+        session_keys = hls_key_tags(self.key_signal) if self.key_signal is not None else ()
+        self.store.put_manifest(
+            f"{self.config.stream}/master.m3u8", hls.render_multivariant(variants, audio, session_keys=session_keys)
+        )
         self._publish_mpd()
 
     def _publish_mpd(self) -> None:
@@ -321,6 +331,7 @@ class LivePipeline:
         a = self.renditions[AUDIO]
         audio = dash.DashRepresentation(id=AUDIO, track=a.track, bandwidth=a.bandwidth)  # type: ignore[arg-type]
         low_latency = self.part_target is not None
+        protection = dash_content_protection(self.key_signal) if self.key_signal is not None else ()
         mpd = dash.LiveMpd(
             availability_start_time=self.availability_start,
             publish_time=now,
@@ -341,6 +352,8 @@ class LivePipeline:
             time_shift_buffer_depth=window,
             part_duration=self.part_target,
             latency=dash.LatencyTarget(target_ms=1500, min_ms=1000, max_ms=3000) if low_latency else None,
+            content_protection=protection,
+            audio_content_protection=protection,
         )
         self.store.put_manifest(f"{self.config.stream}/manifest.mpd", dash.render_mpd(mpd))
 

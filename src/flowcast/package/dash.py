@@ -20,6 +20,10 @@ PROFILE_LIVE = "urn:mpeg:dash:profile:isoff-live:2011"
 PROFILE_CMAF = "urn:mpeg:dash:profile:cmaf:2019"
 PROFILE_LL = "http://www.dashif.org/guidelines/low-latency-live-v5"
 UTC_HTTP_XSDATE = "urn:mpeg:dash:utc:http-xsdate:2014"
+MP4PROTECTION_SCHEME = "urn:mpeg:dash:mp4protection:2011"
+CENC_NS = "urn:mpeg:cenc:2013"
+DASHIF_CPS_NS = "https://dashif.org/CPS"  # dashif:Laurl (DASH-IF IOP 4.3 / CPS)
+CLEARKEY_NS = "http://dashif.org/guidelines/clearKey"  # clearkey:Laurl, older dash.js
 MEDIA_TEMPLATE = "$RepresentationID$/$Number$.m4s"
 INIT_TEMPLATE = "$RepresentationID$/init.mp4"
 
@@ -69,6 +73,24 @@ class MpdPeriod:
 
 
 @dataclass(frozen=True, slots=True)
+class ContentProtection:
+    """One ContentProtection descriptor (23009-1 5.8.4.1, DASH-IF IOP 7.6).
+
+    `default_kid`: UUID text, written as cenc:default_KID. `pssh`: base64 of a whole pssh
+    box (cenc:pssh). `laurl`: dashif:Laurl (Shaka reads only this spelling, dash.js
+    either case); `clearkey_laurl`: clearkey:Laurl Lic_type="EME-1.0", which older dash.js
+    and Shaka read for ClearKey. Built by `protect.signalling`.
+    """
+
+    scheme_id_uri: str
+    value: str | None = None
+    default_kid: str | None = None
+    pssh: str | None = None
+    laurl: str | None = None
+    clearkey_laurl: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LatencyTarget:
     """ServiceDescription: Latency (ms) and PlaybackRate."""
 
@@ -98,6 +120,9 @@ class LiveMpd:
     suggested_presentation_delay: float | None = None
     ended: bool = False
     media_presentation_duration: float | None = None  # when ended
+    # Encryption signalling: on every AdaptationSet; audio may use its own (None: same).
+    content_protection: tuple[ContentProtection, ...] = ()
+    audio_content_protection: tuple[ContentProtection, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.periods:
@@ -126,6 +151,27 @@ class LiveMpd:
         if self.part_duration is None:
             return None
         return round(self.segment_duration - self.part_duration, 6)
+
+
+def _content_protection(parent: ET.Element, cps: tuple[ContentProtection, ...]) -> None:
+    # Prefixed names are written literally; render_mpd declares the prefixes on the root.
+    for cp in cps:
+        attrs = {"schemeIdUri": cp.scheme_id_uri}
+        if cp.value is not None:
+            attrs["value"] = cp.value
+        if cp.default_kid is not None:
+            attrs["cenc:default_KID"] = cp.default_kid
+        el = ET.SubElement(parent, "ContentProtection", attrs)
+        if cp.laurl is not None:
+            ET.SubElement(el, "dashif:Laurl").text = cp.laurl
+        if cp.clearkey_laurl is not None:
+            ET.SubElement(el, "clearkey:Laurl", {"Lic_type": "EME-1.0"}).text = cp.clearkey_laurl
+        if cp.pssh is not None:
+            ET.SubElement(el, "cenc:pssh").text = cp.pssh
+
+
+def _all_protection(mpd: LiveMpd) -> tuple[ContentProtection, ...]:
+    return mpd.content_protection + (mpd.audio_content_protection or ())
 
 
 def _utc_timing(parent: ET.Element, url: str) -> None:
@@ -167,6 +213,11 @@ def _adaptation_set(
             schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011",
             value=str(reps[0].track.channels),
         )
+    # Schema order: ContentProtection follows AudioChannelConfiguration (RepresentationBase).
+    cps = mpd.content_protection
+    if kind == "audio" and mpd.audio_content_protection is not None:
+        cps = mpd.audio_content_protection
+    _content_protection(aset, cps)
     if mpd.chunked:
         # Schema order: ProducerReferenceTime is a RepresentationBase child, before
         # SegmentTemplate. Same UTCTiming as the MPD (DASH-IF LL).
@@ -218,6 +269,13 @@ def render_mpd(mpd: LiveMpd) -> bytes:
         "profiles": ",".join([PROFILE_LIVE, PROFILE_CMAF] + ([PROFILE_LL] if mpd.chunked else [])),
         "type": "static" if static else "dynamic",
     }
+    protection = _all_protection(mpd)
+    if protection:
+        attrs["xmlns:cenc"] = CENC_NS
+        if any(cp.laurl is not None for cp in protection):
+            attrs["xmlns:dashif"] = DASHIF_CPS_NS
+        if any(cp.clearkey_laurl is not None for cp in protection):
+            attrs["xmlns:clearkey"] = CLEARKEY_NS
     max_seg = mpd.segment_duration
     if static:
         duration = mpd.media_presentation_duration

@@ -60,6 +60,18 @@ def target_duration_for(segment_duration: float) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class HlsKey:
+    """The EXT-X-KEY tags in force from segment `msn` on (4.4.4.4), until the next HlsKey.
+
+    `tags`: attribute lists, one per KEYFORMAT (e.g. ClearKey and Widevine side by side),
+    rendered by `protect.signalling`; this module only places them.
+    """
+
+    msn: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MediaPlaylist:
     """The state of one rendition's media playlist at one publish.
 
@@ -83,6 +95,8 @@ class MediaPlaylist:
     # whether it starts after an encoder restart.
     pending_program_date_time: float | None = None
     pending_discontinuity: bool = False
+    # Encryption: key changes, oldest first (empty: clear media, nothing rendered).
+    keys: tuple[HlsKey, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target_duration < 1:
@@ -96,6 +110,23 @@ class MediaPlaylist:
             raise ValueError("segments must have consecutive media sequence numbers")
         if self.pending_parts and len({p.msn for p in self.pending_parts}) != 1:
             raise ValueError("pending_parts must belong to one segment")
+        if any(b.msn <= a.msn for a, b in zip(self.keys, self.keys[1:])):
+            raise ValueError("keys must be in increasing msn order")
+
+    def key_tags_before(self, msn: int, first: bool) -> tuple[str, ...]:
+        """EXT-X-KEY attribute lists to write before segment `msn`.
+
+        The first segment written gets the keys in force (a delta update or a sliding
+        window may have dropped the tag that introduced them); later ones only a change.
+        """
+        current: HlsKey | None = None
+        for k in self.keys:
+            if k.msn > msn:
+                break
+            current = k
+        if current is None or (not first and current.msn != msn):
+            return ()
+        return current.tags
 
     @property
     def low_latency(self) -> bool:
@@ -237,10 +268,14 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
     # Parts are kept for segments ending within 3 Target Durations of the end (6.2.2).
     end = pl.end_time
     keep_parts_after = end - 3.0 * pl.target_duration
+    first = True
     for seg in pl.segments[skipped:]:
-        # DISCONTINUITY, PDT (and MAP) come before the segment's first EXT-X-PART (4.4.4.9).
+        # DISCONTINUITY, KEY, PDT (and MAP) come before the segment's first EXT-X-PART (4.4.4.9).
         if seg.discontinuity:
             out.append("#EXT-X-DISCONTINUITY")
+        if pl.keys:
+            out.extend(f"#EXT-X-KEY:{t}" for t in pl.key_tags_before(seg.msn, first))
+        first = False
         out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
         if ll and seg.start + seg.duration > keep_parts_after + 1e-9:
             out.extend(_part_line(p) for p in seg.parts)
@@ -252,6 +287,8 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
         # part yet there is nothing for them to precede, so only the hint is written.
         if pl.pending_discontinuity:
             out.append("#EXT-X-DISCONTINUITY")
+        if pl.keys:
+            out.extend(f"#EXT-X-KEY:{t}" for t in pl.key_tags_before(pl.pending_parts[0].msn, first))
         pdt = pl.pending_program_date_time
         if pdt is None and pl.segments and not pl.pending_discontinuity:
             last = pl.segments[-1]
@@ -310,17 +347,21 @@ def render_multivariant(
     audio: AudioRendition | None,
     *,
     independent_segments: bool = True,
+    session_keys: tuple[str, ...] = (),
 ) -> bytes:
     """The multivariant playlist (master.m3u8).
 
     BANDWIDTH is the peak rate of the whole variant (video + audio, 4.4.6.2), AVERAGE-
-    BANDWIDTH likewise; CODECS lists every codec the variant needs.
+    BANDWIDTH likewise; CODECS lists every codec the variant needs. `session_keys`:
+    EXT-X-SESSION-KEY attribute lists (4.4.6.5) so players can set up DRM before loading
+    a media playlist.
     """
     if not variants:
         raise ValueError("at least one variant")
     out = ["#EXTM3U", f"#EXT-X-VERSION:{BROADCAST_VERSION}"]
     if independent_segments:
         out.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    out.extend(f"#EXT-X-SESSION-KEY:{t}" for t in session_keys)
     if audio is not None:
         attrs = [
             "TYPE=AUDIO",

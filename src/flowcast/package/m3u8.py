@@ -90,6 +90,35 @@ class ParsedPart:
 
 
 @dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """An EXT-X-KEY or EXT-X-SESSION-KEY (4.4.4.4, 4.4.6.5)."""
+
+    method: str
+    uri: str | None
+    keyformat: str  # "identity" when absent
+    keyformatversions: str | None
+    keyid: str | None  # KEYID attribute as written (0x...)
+    iv: str | None
+    attributes: dict[str, str]
+
+
+def parse_key(value: str, tag: str = "#EXT-X-KEY") -> ParsedKey:
+    a = parse_attributes(value)
+    method = _required(a, "METHOD", tag)
+    if method != "NONE" and "URI" not in a:
+        raise PlaylistError(f"{tag} METHOD={method} without URI")
+    return ParsedKey(
+        method=method,
+        uri=a.get("URI"),
+        keyformat=a.get("KEYFORMAT", "identity"),
+        keyformatversions=a.get("KEYFORMATVERSIONS"),
+        keyid=a.get("KEYID"),
+        iv=a.get("IV"),
+        attributes=a,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedSegment:
     msn: int
     uri: str
@@ -100,6 +129,7 @@ class ParsedSegment:
     discontinuity: bool = False
     map_uri: str | None = None
     gap: bool = False
+    keys: tuple[ParsedKey, ...] = ()  # the keys in force, one per KEYFORMAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +166,7 @@ class ParsedMediaPlaylist:
     independent_segments: bool
     map_uri: str | None
     unknown_tags: tuple[str, ...]
+    pending_keys: tuple[ParsedKey, ...] = ()  # keys in force after the last segment
 
     @property
     def first_msn(self) -> int:
@@ -196,6 +227,8 @@ def parse_media_playlist(text: str | bytes) -> ParsedMediaPlaylist:
     extinf: tuple[float, str] | None = None
     gap = False
     seen_segment_content = False
+    # 4.4.4.4: a key applies until the next EXT-X-KEY with the same KEYFORMAT; NONE clears.
+    keys: dict[str, ParsedKey] = {}
 
     for line in lines:
         if not line.startswith("#"):
@@ -204,7 +237,16 @@ def parse_media_playlist(text: str | bytes) -> ParsedMediaPlaylist:
             base = (media_seq or 0) + skipped
             segments.append(
                 ParsedSegment(
-                    base + len(segments), line, extinf[0], extinf[1], tuple(parts), pdt, disc, map_uri, gap
+                    base + len(segments),
+                    line,
+                    extinf[0],
+                    extinf[1],
+                    tuple(parts),
+                    pdt,
+                    disc,
+                    map_uri,
+                    gap,
+                    tuple(keys.values()),
                 )
             )
             parts, pdt, disc, extinf, gap = [], None, False, None, False
@@ -261,6 +303,12 @@ def parse_media_playlist(text: str | bytes) -> ParsedMediaPlaylist:
             seen_segment_content = True
         elif name == "#EXT-X-GAP":
             gap = True
+        elif name == "#EXT-X-KEY":
+            key = parse_key(value, name)
+            if key.method == "NONE":
+                keys.clear()
+            else:
+                keys[key.keyformat] = key
         elif name == "#EXT-X-PART":
             a = parse_attributes(value)
             parts.append(
@@ -313,6 +361,7 @@ def parse_media_playlist(text: str | bytes) -> ParsedMediaPlaylist:
         independent_segments=independent,
         map_uri=first_map,
         unknown_tags=tuple(unknown),
+        pending_keys=tuple(keys.values()),
     )
 
 
@@ -348,6 +397,7 @@ class ParsedMultivariant:
     variants: tuple[ParsedVariant, ...]
     media: tuple[ParsedMedia, ...]
     unknown_tags: tuple[str, ...]
+    session_keys: tuple[ParsedKey, ...] = ()
 
 
 def parse_multivariant(text: str | bytes) -> ParsedMultivariant:
@@ -357,6 +407,7 @@ def parse_multivariant(text: str | bytes) -> ParsedMultivariant:
     variants: list[ParsedVariant] = []
     media: list[ParsedMedia] = []
     unknown: list[str] = []
+    session_keys: list[ParsedKey] = []
     pending: dict[str, str] | None = None
     for line in lines:
         if not line.startswith("#"):
@@ -411,10 +462,15 @@ def parse_multivariant(text: str | bytes) -> ParsedMultivariant:
                     attributes=a,
                 )
             )
-        elif name in ("#EXTINF", "#EXT-X-TARGETDURATION", "#EXT-X-PART", "#EXT-X-MEDIA-SEQUENCE"):
+        elif name == "#EXT-X-SESSION-KEY":
+            key = parse_key(value, name)
+            if key.method == "NONE":
+                raise PlaylistError("EXT-X-SESSION-KEY with METHOD=NONE")
+            session_keys.append(key)
+        elif name in ("#EXTINF", "#EXT-X-TARGETDURATION", "#EXT-X-PART", "#EXT-X-MEDIA-SEQUENCE", "#EXT-X-KEY"):
             raise PlaylistError(f"{name} in a multivariant playlist")
         else:
             unknown.append(line)
     if pending is not None:
         raise PlaylistError("EXT-X-STREAM-INF without a URI")
-    return ParsedMultivariant(version, independent, tuple(variants), tuple(media), tuple(unknown))
+    return ParsedMultivariant(version, independent, tuple(variants), tuple(media), tuple(unknown), tuple(session_keys))

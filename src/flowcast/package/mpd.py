@@ -102,6 +102,16 @@ class Representation:
 
 
 @dataclass(frozen=True, slots=True)
+class ParsedContentProtection:
+    scheme_id_uri: str
+    value: str | None
+    default_kid: str | None  # cenc:default_KID as written
+    pssh: tuple[str, ...]  # cenc:pssh texts (base64)
+    laurl: str | None  # dashif:Laurl (or laurl)
+    clearkey_laurl: str | None  # clearkey:Laurl
+
+
+@dataclass(frozen=True, slots=True)
 class AdaptationSet:
     id: str | None
     content_type: str | None
@@ -111,6 +121,7 @@ class AdaptationSet:
     segment_template: SegmentTemplate | None
     producer_reference_times: tuple[ProducerReferenceTime, ...]
     representations: tuple[Representation, ...]
+    content_protections: tuple[ParsedContentProtection, ...] = ()
 
     @property
     def kind(self) -> str | None:
@@ -227,6 +238,41 @@ def _template(el: ET.Element | None, parent: SegmentTemplate | None = None) -> S
     )
 
 
+_CENC_NS = "{urn:mpeg:cenc:2013}"
+_DASHIF_NS = "{https://dashif.org/CPS}"
+_CLEARKEY_NS = "{http://dashif.org/guidelines/clearKey}"
+
+
+def _content_protections(el: ET.Element) -> tuple[ParsedContentProtection, ...]:
+    out = []
+    for cp in _children(el, "ContentProtection"):
+        scheme = cp.get("schemeIdUri")
+        if scheme is None:
+            raise MpdError("ContentProtection without schemeIdUri")
+        laurl = ck_laurl = None
+        pssh = []
+        for child in cp:
+            tag = child.tag if isinstance(child.tag, str) else ""
+            text = (child.text or "").strip()
+            if tag == _CENC_NS + "pssh":
+                pssh.append(text)
+            elif tag == _DASHIF_NS + "laurl" or tag == _DASHIF_NS + "Laurl":
+                laurl = text
+            elif tag == _CLEARKEY_NS + "Laurl":
+                ck_laurl = text
+        out.append(
+            ParsedContentProtection(
+                scheme_id_uri=scheme,
+                value=cp.get("value"),
+                default_kid=cp.get(_CENC_NS + "default_KID"),
+                pssh=tuple(pssh),
+                laurl=laurl,
+                clearkey_laurl=ck_laurl,
+            )
+        )
+    return tuple(out)
+
+
 def _first(el: ET.Element, name: str) -> ET.Element | None:
     found = _children(el, name)
     return found[0] if found else None
@@ -239,7 +285,7 @@ def parse_mpd(text: str | bytes) -> Manifest:
         raise MpdError("DTDs and entities are not accepted in an MPD")
     try:
         root = ET.fromstring(text)
-    except (ET.ParseError, ValueError, UnicodeError) as exc:
+    except (ET.ParseError, ValueError, UnicodeError, LookupError) as exc:  # LookupError: unknown encoding
         raise MpdError(f"not XML: {exc}") from None
     if _local(root.tag) != "MPD":
         raise MpdError(f"root element is {root.tag!r}, not MPD")
@@ -314,6 +360,7 @@ def _manifest(root: ET.Element) -> Manifest:
                     segment_template=a_tpl,
                     producer_reference_times=tuple(prts),
                     representations=tuple(reps),
+                    content_protections=_content_protections(a),
                 )
             )
         periods.append(Period(p.get("id"), _dur(p.get("start")), _dur(p.get("duration")), tuple(sets)))

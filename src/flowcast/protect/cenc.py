@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -56,8 +56,8 @@ class ContentKey:
     """kid and key: 16 bytes. iv: the 16-byte constant IV (cbcs) or the 8-byte first IV (cenc)."""
 
     kid: bytes
-    key: bytes
-    iv: bytes
+    key: bytes = field(repr=False)  # never in logs or tracebacks
+    iv: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
         if len(self.kid) != 16 or len(self.key) != 16:

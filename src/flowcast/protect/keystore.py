@@ -381,9 +381,11 @@ class KeyStore:
 
     def entries(self, stream: str | None = None) -> list[KeyEntry]:
         """Metadata of every key (of `stream`), ordered by stream then period."""
+        with self._lock:
+            records = list(self._records.items())
         out = [
             KeyEntry(bytes.fromhex(k), str(r["stream"]), int(str(r["period"])), float(str(r.get("created", 0.0))))
-            for k, r in self._records.items()
+            for k, r in records
             if stream is None or r["stream"] == stream
         ]
         return sorted(out, key=lambda e: (e.stream, e.period))

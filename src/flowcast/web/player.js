@@ -278,7 +278,21 @@ async function startDash() {
     settings.streaming.delay.liveDelay = targetLatencyS;
   }
   player.updateSettings(settings);
-  player.setProtectionData({ 'org.w3.clearkey': { serverURL: licenseUrl } });
+  if (params.has('token')) {
+    // dash.js fetches chunked segments with credentials 'omit', so the token cookie does
+    // not travel: add the token to every request URL instead.
+    const token = params.get('token');
+    player.addRequestInterceptor((request) => {
+      const url = new URL(request.url, location.href);
+      if (url.origin === location.origin && !url.searchParams.has('token')) {
+        url.searchParams.set('token', token);
+        request.url = url.toString();
+      }
+      return Promise.resolve(request);
+    });
+  }
+  // No setProtectionData: dash.js takes the ClearKey license URL from the MPD
+  // (dashif:Laurl); giving it here too makes dash.js 5.2 fail generateRequest().
   player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
     recordError('dash', e.error ? `${e.error.code} ${e.error.message}` : e);
   });
