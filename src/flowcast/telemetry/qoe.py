@@ -1,0 +1,174 @@
+"""QoE aggregates as SQL on the store, over a time range and any grouping.
+
+Definitions (reference/schema.md; event semantics in schema.METRICS_BY_TYPE):
+- sessions: distinct session_id with any event in the range;
+- startup p50/p95/p99: exact quantiles of `startup` events' startup_time_ms;
+- rebuffer ratio: rebuffer_ms / (play_time_ms + rebuffer_ms), rebuffer_ms summed over
+  `stall` events and play_time_ms over heartbeat/session_end deltas;
+- stalls per hour: stall events per hour of play time;
+- average bitrate: play-time-weighted mean of heartbeat/session_end avg_bitrate_kbps;
+- latency p50/p95: exact quantiles of `latency` samples;
+- error rate: sessions with an `error` event (or session_end error_code) / sessions.
+
+Quantiles are `quantileExact`: the element at floor(level x n) of the sorted values, so a
+test can compare them with ground truth (and a dashboard never shows an estimate as exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from flowcast.telemetry.slo import Slo
+from flowcast.telemetry.store import Store, _range
+
+GROUP_FIELDS: Final = ("protocol", "cdn", "region", "player_version", "stream_id", "codec")
+_PLAY: Final = "type IN ('heartbeat', 'session_end')"
+
+
+@dataclass(frozen=True)
+class QoeRow:
+    group: dict[str, str] = field(hash=False)
+    sessions: int
+    startups: int
+    startup_p50_ms: float | None
+    startup_p95_ms: float | None
+    startup_p99_ms: float | None
+    rebuffer_count: int  # stall events (schema.md name)
+    rebuffer_ms: float
+    play_time_ms: float
+    rebuffer_ratio: float | None
+    stalls_per_hour: float | None
+    avg_bitrate_kbps: float | None
+    latency_samples: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    error_sessions: int
+    error_rate: float | None
+    dropped_frames: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sql(store: Store, group_by: tuple[str, ...], where: str) -> str:
+    cols = "".join(f"{g}, " for g in group_by)
+    tail = f"GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}" if group_by else ""
+    return f"""SELECT {cols}
+    uniqExact(session_id) AS sessions,
+    countIf(type = 'startup') AS startups,
+    quantilesExactIf(0.5, 0.95, 0.99)(startup_time_ms, type = 'startup') AS startup_q,
+    countIf(type = 'stall') AS stalls,
+    sumIf(rebuffer_ms, type = 'stall') AS sum_rebuffer_ms,
+    sumIf(play_time_ms, {_PLAY}) AS sum_play_time_ms,
+    sumIf(avg_bitrate_kbps * play_time_ms, {_PLAY} AND avg_bitrate_kbps > 0) AS bitrate_time,
+    sumIf(play_time_ms, {_PLAY} AND avg_bitrate_kbps > 0) AS bitrate_play_time,
+    countIf(type = 'latency') AS latency_samples,
+    quantilesExactIf(0.5, 0.95)(latency_ms, type = 'latency') AS latency_q,
+    uniqExactIf(session_id, type = 'error' OR (type = 'session_end' AND error_code != '')) AS error_sessions,
+    sumIf(dropped_frames, {_PLAY}) AS sum_dropped_frames
+FROM {store.t('player_events')} FINAL
+{where}
+{tail}"""
+
+
+def _q(values: list[Any] | None, i: int, n: int) -> float | None:
+    if not n or values is None or values[i] is None:
+        return None
+    return float(values[i])
+
+
+def qoe_aggregates(
+    store: Store,
+    start: float | None = None,
+    end: float | None = None,
+    group_by: tuple[str, ...] | list[str] = (),
+) -> list[QoeRow]:
+    """QoE over [start, end) (epoch seconds), one row per group (one row if no grouping)."""
+    group_by = tuple(group_by)
+    for g in group_by:
+        if g not in GROUP_FIELDS:
+            raise ValueError(f"group_by: {g!r} is not one of {', '.join(GROUP_FIELDS)}")
+    where, params = _range(start, end)
+    out = []
+    for r in store.query(_sql(store, group_by, where), params):
+        sessions = int(r["sessions"])
+        if not group_by and sessions == 0 and not r["startups"]:
+            return []
+        play, rebuf = float(r["sum_play_time_ms"]), float(r["sum_rebuffer_ms"])
+        startups, lat_n = int(r["startups"]), int(r["latency_samples"])
+        out.append(
+            QoeRow(
+                group={g: r[g] for g in group_by},
+                sessions=sessions,
+                startups=startups,
+                startup_p50_ms=_q(r["startup_q"], 0, startups),
+                startup_p95_ms=_q(r["startup_q"], 1, startups),
+                startup_p99_ms=_q(r["startup_q"], 2, startups),
+                rebuffer_count=int(r["stalls"]),
+                rebuffer_ms=rebuf,
+                play_time_ms=play,
+                rebuffer_ratio=rebuf / (play + rebuf) if play + rebuf > 0 else None,
+                stalls_per_hour=int(r["stalls"]) / (play / 3_600_000.0) if play > 0 else None,
+                avg_bitrate_kbps=(
+                    float(r["bitrate_time"]) / float(r["bitrate_play_time"]) if r["bitrate_play_time"] else None
+                ),
+                latency_samples=lat_n,
+                latency_p50_ms=_q(r["latency_q"], 0, lat_n),
+                latency_p95_ms=_q(r["latency_q"], 1, lat_n),
+                error_sessions=int(r["error_sessions"]),
+                error_rate=int(r["error_sessions"]) / sessions if sessions else None,
+                dropped_frames=int(r["sum_dropped_frames"]),
+            )
+        )
+    return out
+
+
+def sli_counts(store: Store, slo: Slo, start: float, end: float) -> tuple[float, float]:
+    """(good, total) for one SLO over [start, end): the input of slo.BurnRateEvaluator."""
+    where, params = _range(start, end)
+    pe = store.t("player_events")
+    if slo.sli == "startup":
+        params["thr"] = float(slo.threshold_ms or 0)
+        sql = (
+            f"SELECT countIf(startup_time_ms <= {{thr:Float64}}) AS good, count() AS total "
+            f"FROM {pe} FINAL {where} AND type = 'startup'"
+        )
+    elif slo.sli == "latency":
+        params["thr"] = float(slo.threshold_ms or 0)
+        params["proto"] = slo.protocol or ""
+        sql = (
+            f"SELECT countIf(latency_ms < {{thr:Float64}}) AS good, count() AS total "
+            f"FROM {pe} FINAL {where} AND type = 'latency' AND protocol = {{proto:String}}"
+        )
+    elif slo.sli == "rebuffer":
+        sql = (
+            f"SELECT sumIf(play_time_ms, {_PLAY}) AS good, "
+            f"sumIf(play_time_ms, {_PLAY}) + sumIf(rebuffer_ms, type = 'stall') AS total "
+            f"FROM {pe} FINAL {where}"
+        )
+    else:  # playback_success
+        sql = (
+            f"SELECT uniqExact(session_id) - uniqExactIf(session_id, type = 'error' OR "
+            f"(type = 'session_end' AND error_code != '')) AS good, uniqExact(session_id) AS total "
+            f"FROM {pe} FINAL {where}"
+        )
+    row = store.query(sql, params)[0]
+    return float(row["good"]), float(row["total"])
+
+
+def anonymous_counts(store: Store, start: float | None = None, end: float | None = None) -> list[dict[str, Any]]:
+    """Counts of events sent without consent, per type and protocol."""
+    conds, params = [], {}
+    if start is not None:
+        conds.append("minute >= toDateTime({start:Int64}, 'UTC')")
+        params["start"] = int(start)
+    if end is not None:
+        conds.append("minute < toDateTime({end:Int64}, 'UTC')")
+        params["end"] = int(end)
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    return store.query(
+        f"SELECT type, protocol, sum(events) AS events, sum(value_sum) AS value_sum "
+        f"FROM {store.t('anon_counters')} {where} GROUP BY type, protocol ORDER BY type, protocol",
+        params,
+    )

@@ -1,0 +1,431 @@
+"""The telemetry store: one ClickHouse DDL and one set of queries, two backends.
+
+- EmbeddedStore(path): chDB (ClickHouse in-process), data under `path`, survives restarts.
+- ClickHouseHttpStore(url): a ClickHouse server or cluster over its HTTP interface
+  (urllib, no driver), for the scale-out path (ARCHITECTURE.md, "Scale beyond one machine").
+
+Both speak the same SQL with `{name:Type}` query parameters (chDB's `params=` and the HTTP
+interface's `param_<name>=` bind them server-side: no value is ever formatted into SQL).
+Only identifiers we own (database and table names, TTL days as validated ints) are.
+
+Idempotency: `player_events` is a ReplacingMergeTree whose sorting key ends in `event_id`,
+so a retried batch collapses to one row; every read of it uses FINAL. `sessions` is an
+AggregatingMergeTree of max() columns, idempotent by construction. `anon_counters` (events
+without consent) has no ids to dedupe on, by design: a retried anonymous batch counts twice.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+from flowcast.telemetry.collector import Batch
+from flowcast.telemetry.schema import AnonymousCount, OriginRequest, PlayerEvent, SessionRow
+
+_IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class StoreError(Exception):
+    """The store rejected a statement or could not be reached."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """TTL per table, in days (LGPD Art. 15/16: processing ends when the period ends)."""
+
+    player_events_days: int = 90
+    sessions_days: int = 90
+    origin_requests_days: int = 30
+    anon_counters_days: int = 400
+
+    def __post_init__(self) -> None:
+        for name in ("player_events_days", "sessions_days", "origin_requests_days", "anon_counters_days"):
+            v = getattr(self, name)
+            if type(v) is not int or not 1 <= v <= 3650:
+                raise ValueError(f"Retention.{name} must be an integer from 1 to 3650")
+
+
+def ddl(database: str, retention: Retention) -> list[str]:
+    """CREATE statements for every table (idempotent: IF NOT EXISTS)."""
+    db = database
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}",
+        f"""CREATE TABLE IF NOT EXISTS {db}.player_events (
+    event_id String,
+    type LowCardinality(String),
+    ts DateTime64(3, 'UTC'),
+    session_id String,
+    user_id String,
+    protocol LowCardinality(String),
+    cdn LowCardinality(String),
+    region LowCardinality(String),
+    player_version LowCardinality(String),
+    stream_id LowCardinality(String),
+    codec LowCardinality(String),
+    profile LowCardinality(String),
+    level LowCardinality(String),
+    gop_s Float32,
+    b_frames UInt8,
+    audio_codec LowCardinality(String),
+    channels UInt8,
+    startup_time_ms Float64,
+    rebuffer_ms Float64,
+    avg_bitrate_kbps Float64,
+    dropped_frames UInt32,
+    latency_ms Float64,
+    play_time_ms Float64,
+    error_code LowCardinality(String)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (type, ts, event_id)
+TTL toDateTime(ts) + INTERVAL {retention.player_events_days} DAY""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.sessions (
+    session_id String,
+    user_id SimpleAggregateFunction(max, String),
+    protocol SimpleAggregateFunction(max, String),
+    cdn SimpleAggregateFunction(max, String),
+    region SimpleAggregateFunction(max, String),
+    player_version SimpleAggregateFunction(max, String),
+    stream_id SimpleAggregateFunction(max, String),
+    codec SimpleAggregateFunction(max, String),
+    start_ts SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    end_ts SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    last_ts SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+) ENGINE = AggregatingMergeTree
+ORDER BY session_id
+TTL toDateTime(last_ts) + INTERVAL {retention.sessions_days} DAY""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.origin_requests (
+    ts DateTime64(3, 'UTC'),
+    path String,
+    status UInt16,
+    bytes UInt64,
+    ttfb_ms Float64,
+    session_id String,
+    object_type LowCardinality(String),
+    buffer_length_ms UInt32,
+    throughput_kbps UInt32,
+    bitrate_kbps UInt32,
+    content_id LowCardinality(String),
+    origin_id LowCardinality(String)
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (ts, session_id)
+TTL toDateTime(ts) + INTERVAL {retention.origin_requests_days} DAY""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.anon_counters (
+    minute DateTime('UTC'),
+    type LowCardinality(String),
+    protocol LowCardinality(String),
+    cdn LowCardinality(String),
+    region LowCardinality(String),
+    events UInt64,
+    value_sum Float64
+) ENGINE = SummingMergeTree((events, value_sum))
+ORDER BY (minute, type, protocol, cdn, region)
+TTL minute + INTERVAL {retention.anon_counters_days} DAY""",
+    ]
+
+
+def _columns(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+_EVENT_COLS: Final = _columns(PlayerEvent)
+_SESSION_COLS: Final = _columns(SessionRow)
+_COUNTER_COLS: Final = _columns(AnonymousCount)
+_ORIGIN_COLS: Final = _columns(OriginRequest)
+_event_tuple = operator.attrgetter(*_EVENT_COLS)
+_session_tuple = operator.attrgetter(*_SESSION_COLS)
+_counter_tuple = operator.attrgetter(*_COUNTER_COLS)
+_origin_tuple = operator.attrgetter(*_ORIGIN_COLS)
+
+_INT_TYPES: Final = re.compile(r"^(Nullable\()?(U?Int(64|128|256))\)?$")
+
+
+class Store:
+    """Shared SQL; subclasses provide `_run(sql, params, data_format)` -> bytes."""
+
+    database: str
+    retention: Retention
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema -------------------------------------------------------------------------
+    def create_schema(self) -> None:
+        for stmt in ddl(self.database, self.retention):
+            self.execute(stmt)
+
+    # --- primitives ---------------------------------------------------------------------
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._run(sql, params, "TabSeparated")
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a SELECT; rows as dicts. 64-bit integers come back as ints, not strings."""
+        raw = self._run(sql, params, "JSONCompact")
+        if not raw.strip():
+            return []
+        doc = json.loads(raw)
+        names = [m["name"] for m in doc["meta"]]
+        ints = [bool(_INT_TYPES.match(m["type"])) for m in doc["meta"]]
+        out = []
+        for row in doc["data"]:
+            out.append(
+                {n: (int(v) if isint and isinstance(v, str) else v) for n, v, isint in zip(names, row, ints)}
+            )
+        return out
+
+    def t(self, table: str) -> str:
+        """Qualified table name for queries (`{store.t('player_events')}`)."""
+        return f"{self.database}.{table}"
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        # JSONCompactEachRow with an explicit column list: one json.dumps of a tuple per row
+        # is ~3x cheaper than dicts (asdict + JSONEachRow), measured in benchmarks/telemetry.py.
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        lines = [dumps(r) for r in rows]
+        if not lines:
+            return 0
+        cols = ", ".join(columns)
+        self._run(
+            f"INSERT INTO {self.t(table)} ({cols}) FORMAT JSONCompactEachRow\n" + "\n".join(lines),
+            None,
+            "TabSeparated",
+        )
+        return len(lines)
+
+    # --- writes -------------------------------------------------------------------------
+    def insert_events(self, events: Sequence[PlayerEvent]) -> int:
+        return self._insert("player_events", _EVENT_COLS, map(_event_tuple, events))
+
+    def insert_sessions(self, sessions: Sequence[SessionRow]) -> int:
+        return self._insert(
+            "sessions",
+            (*_SESSION_COLS, "last_ts"),
+            ((*_session_tuple(s), max(s.start_ts, s.end_ts)) for s in sessions),
+        )
+
+    def insert_counters(self, counters: Sequence[AnonymousCount]) -> int:
+        return self._insert("anon_counters", _COUNTER_COLS, map(_counter_tuple, counters))
+
+    def insert_origin_requests(self, requests: Sequence[OriginRequest]) -> int:
+        return self._insert("origin_requests", _ORIGIN_COLS, map(_origin_tuple, requests))
+
+    def write_batch(self, batch: Batch) -> None:
+        """Store a collector batch. Retrying the same batch after an error is safe for
+        events and sessions (deduplicated), see the module docstring for counters."""
+        self.insert_events(batch.events)
+        self.insert_sessions(batch.sessions)
+        self.insert_counters(batch.counters)
+
+    # --- reads --------------------------------------------------------------------------
+    def count_events(self, start: float | None = None, end: float | None = None) -> int:
+        where, params = _range(start, end)
+        rows = self.query(f"SELECT count() AS n FROM {self.t('player_events')} FINAL {where}", params)
+        return int(rows[0]["n"])
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        rows = self.query(
+            f"""SELECT session_id, max(user_id) AS user_id, max(protocol) AS protocol,
+       max(cdn) AS cdn, max(region) AS region, max(player_version) AS player_version,
+       max(stream_id) AS stream_id, max(codec) AS codec,
+       toUnixTimestamp64Milli(max(start_ts)) / 1000 AS start_ts,
+       toUnixTimestamp64Milli(max(end_ts)) / 1000 AS end_ts
+FROM {self.t('sessions')} WHERE session_id = {{sid:String}} GROUP BY session_id""",
+            {"sid": session_id},
+        )
+        return rows[0] if rows else None
+
+    def user_data(self, user_id_hash: str) -> dict[str, list[dict[str, Any]]]:
+        """Everything stored about one pseudonymised user (LGPD Art. 18 II access, V portability)."""
+        p = {"u": user_id_hash}
+        sessions = self.query(
+            f"SELECT DISTINCT session_id FROM {self.t('sessions')} WHERE user_id = {{u:String}}", p
+        )
+        ids = [r["session_id"] for r in sessions]
+        q = {"u": user_id_hash, "ids": ids}
+        return {
+            "sessions": [self.session(i) or {} for i in ids],
+            "player_events": self.query(
+                f"SELECT * FROM {self.t('player_events')} FINAL "
+                f"WHERE user_id = {{u:String}} OR has({{ids:Array(String)}}, session_id) ORDER BY ts",
+                q,
+            ),
+            "origin_requests": self.query(
+                f"SELECT * FROM {self.t('origin_requests')} "
+                f"WHERE has({{ids:Array(String)}}, session_id) ORDER BY ts",
+                {"ids": ids},
+            ),
+        }
+
+    def delete_user(self, user_id_hash: str) -> int:
+        """Erase one user's data (LGPD Art. 18 VI): their sessions, every event of those
+        sessions (also beacons sent without the user id) and the origin requests that carry
+        those session ids (CMCD sid). Synchronous: returns once the data is gone. Returns the
+        number of sessions erased. Anonymous counters hold nothing to erase."""
+        p = {"u": user_id_hash}
+        ids = [
+            r["session_id"]
+            for r in self.query(
+                f"SELECT DISTINCT session_id FROM {self.t('player_events')} WHERE user_id = {{u:String}} "
+                f"UNION DISTINCT SELECT session_id FROM {self.t('sessions')} WHERE user_id = {{u:String}}",
+                p,
+            )
+            if r["session_id"]
+        ]
+        q = {"u": user_id_hash, "ids": ids}
+        # mutations_sync = 2: wait for the mutation on every replica, not only this one.
+        self.execute(
+            f"ALTER TABLE {self.t('player_events')} DELETE "
+            f"WHERE user_id = {{u:String}} OR has({{ids:Array(String)}}, session_id) "
+            f"SETTINGS mutations_sync = 2",
+            q,
+        )
+        self.execute(
+            f"ALTER TABLE {self.t('sessions')} DELETE "
+            f"WHERE user_id = {{u:String}} OR has({{ids:Array(String)}}, session_id) "
+            f"SETTINGS mutations_sync = 2",
+            q,
+        )
+        if ids:
+            self.execute(
+                f"ALTER TABLE {self.t('origin_requests')} DELETE "
+                f"WHERE has({{ids:Array(String)}}, session_id) SETTINGS mutations_sync = 2",
+                {"ids": ids},
+            )
+        return len(ids)
+
+
+def _range(start: float | None, end: float | None) -> tuple[str, dict[str, Any]]:
+    """`WHERE ts >= start AND ts < end` on epoch seconds, bound as parameters."""
+    conds, params = [], {}
+    if start is not None:
+        conds.append("ts >= fromUnixTimestamp64Milli(toInt64({start_ms:Int64}), 'UTC')")
+        params["start_ms"] = int(round(start * 1000))
+    if end is not None:
+        conds.append("ts < fromUnixTimestamp64Milli(toInt64({end_ms:Int64}), 'UTC')")
+        params["end_ms"] = int(round(end * 1000))
+    return ("WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def _check_ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"not a valid ClickHouse identifier: {name!r}")
+    return name
+
+
+# chDB keeps one engine per process (its sessions share global state), so two stores on
+# two paths in one process cannot be open at once; the lock makes that a clear error.
+_EMBEDDED_LOCK = threading.Lock()
+_EMBEDDED_OPEN: dict[str, "EmbeddedStore"] = {}
+
+
+class EmbeddedStore(Store):
+    """chDB under `path` (created if missing); the default single-machine store."""
+
+    def __init__(self, path: str | Path, *, database: str = "flowcast", retention: Retention | None = None) -> None:
+        from chdb import session as chdb_session  # imported here: the HTTP store needs no chDB
+
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.database = _check_ident(database)
+        self.retention = retention or Retention()
+        with _EMBEDDED_LOCK:
+            if _EMBEDDED_OPEN:
+                other = next(iter(_EMBEDDED_OPEN))
+                raise StoreError(f"an EmbeddedStore is already open in this process ({other}); close it first")
+            self._session = chdb_session.Session(str(self.path))
+            _EMBEDDED_OPEN[str(self.path)] = self
+        self._lock = threading.Lock()
+        try:
+            self.create_schema()
+        except Exception:
+            self.close()
+            raise
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> bytes:
+        with self._lock:
+            if self._session is None:
+                raise StoreError("store is closed")
+            try:
+                res = self._session.query(
+                    sql, fmt, params={k: _http_param(v) for k, v in params.items()} if params else None
+                )
+            except Exception as exc:  # chDB raises RuntimeError with ClickHouse's message
+                raise StoreError(str(exc)) from exc
+        return res.bytes() if hasattr(res, "bytes") else bytes(res)
+
+    def close(self) -> None:
+        with _EMBEDDED_LOCK:
+            if getattr(self, "_session", None) is not None:
+                self._session.close()
+                self._session = None
+                _EMBEDDED_OPEN.pop(str(self.path), None)
+
+
+class ClickHouseHttpStore(Store):
+    """A ClickHouse server over its HTTP interface (default port 8123)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        database: str = "flowcast",
+        retention: Retention | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        create: bool = True,
+    ) -> None:
+        self.url = url.rstrip("/") + "/"
+        self.database = _check_ident(database)
+        self.retention = retention or Retention()
+        self.timeout = timeout
+        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if user is not None:
+            self._headers["X-ClickHouse-User"] = user
+        if password is not None:
+            self._headers["X-ClickHouse-Key"] = password
+        if create:
+            self.create_schema()
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> bytes:
+        qs: dict[str, str] = {"default_format": fmt}
+        for k, v in (params or {}).items():
+            qs[f"param_{k}"] = _http_param(v)
+        req = urllib.request.Request(
+            self.url + "?" + urllib.parse.urlencode(qs),
+            data=sql.encode("utf-8"),
+            headers=self._headers,
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as exc:
+            raise StoreError(f"ClickHouse HTTP {exc.code}: {exc.read()[:500].decode('utf-8', 'replace')}") from None
+        except OSError as exc:
+            raise StoreError(f"ClickHouse unreachable at {self.url}: {exc}") from None
+
+
+def _http_param(v: Any) -> str:
+    """Parameter values in the HTTP interface's text form (arrays as ClickHouse literals)."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join("'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'" for x in v) + "]"
+    return str(v)

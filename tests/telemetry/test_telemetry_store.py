@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowcast.telemetry.cmcd import origin_request
+from flowcast.telemetry.collector import Collector
+from flowcast.telemetry.qoe import anonymous_counts, qoe_aggregates
+from flowcast.telemetry.schema import hash_user_id
+from flowcast.telemetry.store import (
+    ClickHouseHttpStore,
+    EmbeddedStore,
+    Retention,
+    Store,
+    StoreError,
+)
+
+from .conftest import TEST_KEY
+
+NOW = time.time()
+NOW_MS = int(NOW * 1000)
+
+
+def session_body(sid: str, user: str, n: int = 5, consent: bool = True, proto: str = "ll-hls") -> bytes:
+    events: list[dict[str, Any]] = [{"event_id": f"{sid}-start", "type": "session_start", "ts": NOW_MS - 60_000}]
+    events.append({"event_id": f"{sid}-startup", "type": "startup", "ts": NOW_MS - 59_000, "startup_time_ms": 700})
+    for i in range(n):
+        events.append({"event_id": f"{sid}-hb{i}", "type": "heartbeat", "ts": NOW_MS - 50_000 + i * 1000,
+                       "play_time_ms": 1000, "avg_bitrate_kbps": 2500.0})
+    events.append({"event_id": f"{sid}-stall", "type": "stall", "ts": NOW_MS - 30_000, "rebuffer_ms": 100})
+    events.append({"event_id": f"{sid}-end", "type": "session_end", "ts": NOW_MS - 1000, "play_time_ms": 0})
+    session = {"session_id": sid, "user_id": user, "protocol": proto, "cdn": "cf", "consent": consent}
+    return json.dumps({"session": session, "events": events}).encode()
+
+
+def test_persists_across_restart(tmp_path: Path, collector: Collector) -> None:
+    path = tmp_path / "chdb"
+    s = EmbeddedStore(path)
+    s.write_batch(collector.collect(session_body("s1", "alice"), now=NOW))
+    s.insert_origin_requests([origin_request(ts=NOW, path="/a.m4s", status=200, bytes_sent=10, ttfb_ms=1.0,
+                                             headers={"CMCD-Session": 'sid="s1"'})])
+    n = s.count_events()
+    s.close()
+    with pytest.raises(StoreError):
+        s.count_events()
+    s2 = EmbeddedStore(path)
+    try:
+        assert s2.count_events() == n == 9
+        sess = s2.session("s1")
+        assert sess is not None and sess["protocol"] == "ll-hls"
+        assert sess["start_ts"] == pytest.approx((NOW_MS - 60_000) / 1000)
+        assert sess["end_ts"] == pytest.approx((NOW_MS - 1000) / 1000)
+        assert s2.query("SELECT count() AS n FROM flowcast.origin_requests")[0]["n"] == 1
+    finally:
+        s2.close()
+
+
+def test_one_embedded_store_per_process(tmp_path: Path, store: EmbeddedStore) -> None:
+    with pytest.raises(StoreError):
+        EmbeddedStore(tmp_path / "other")
+
+
+def test_retried_batch_not_counted_twice(store: EmbeddedStore, collector: Collector) -> None:
+    batch = collector.collect(session_body("s1", "alice"), now=NOW)
+    store.write_batch(batch)
+    (before,) = qoe_aggregates(store)
+    store.write_batch(batch)  # the player retried after a timeout
+    store.write_batch(batch)
+    assert store.count_events() == len(batch.events)
+    (after,) = qoe_aggregates(store)
+    assert after == before
+    assert after.play_time_ms == 5000 and after.rebuffer_count == 1
+    # Also after the background merge has collapsed the duplicates physically.
+    store.execute("OPTIMIZE TABLE flowcast.player_events FINAL")
+    store.execute("OPTIMIZE TABLE flowcast.sessions FINAL")
+    assert store.query("SELECT count() AS n FROM flowcast.player_events")[0]["n"] == len(batch.events)
+    assert store.query("SELECT count() AS n FROM flowcast.sessions")[0]["n"] == 1
+
+
+def test_delete_user(store: EmbeddedStore, collector: Collector) -> None:
+    store.write_batch(collector.collect(session_body("s1", "alice"), now=NOW))
+    store.write_batch(collector.collect(session_body("s2", "alice"), now=NOW))
+    store.write_batch(collector.collect(session_body("s3", "bob"), now=NOW))
+    # A later beacon of alice's session without the user id still belongs to her.
+    store.write_batch(collector.collect(json.dumps([{"event_id": "late", "type": "heartbeat", "ts": NOW_MS,
+        "play_time_ms": 1000, "session_id": "s1", "protocol": "ll-hls", "consent": True}]).encode(), now=NOW))
+    store.insert_origin_requests([
+        origin_request(ts=NOW, path=f"/{sid}.m4s", status=200, bytes_sent=1, ttfb_ms=1.0,
+                       query=urllib.parse.urlencode({"CMCD": f'sid="{sid}"'}))
+        for sid in ("s1", "s2", "s3")
+    ])
+    alice = hash_user_id("alice", TEST_KEY)
+    data = store.user_data(alice)
+    assert {s["session_id"] for s in data["sessions"]} == {"s1", "s2"}
+    assert len(data["player_events"]) == 19 and len(data["origin_requests"]) == 2
+
+    assert store.delete_user(alice) == 2
+    assert store.user_data(alice) == {"sessions": [], "player_events": [], "origin_requests": []}
+    rows = store.query("SELECT DISTINCT session_id FROM flowcast.player_events ORDER BY session_id")
+    assert rows == [{"session_id": "s3"}]
+    assert [r["session_id"] for r in store.query("SELECT session_id FROM flowcast.origin_requests")] == ["s3"]
+    assert store.session("s1") is None and store.session("s3") is not None
+    bob = store.user_data(hash_user_id("bob", TEST_KEY))
+    assert len(bob["player_events"]) == 9
+
+
+def test_ttl_from_config(tmp_path: Path) -> None:
+    s = EmbeddedStore(tmp_path / "chdb", retention=Retention(player_events_days=7, origin_requests_days=3))
+    try:
+        ddl = s.query("SHOW CREATE TABLE flowcast.player_events")[0]["statement"]
+        assert "toIntervalDay(7)" in ddl or "INTERVAL 7 DAY" in ddl
+        ddl = s.query("SHOW CREATE TABLE flowcast.origin_requests")[0]["statement"]
+        assert "toIntervalDay(3)" in ddl or "INTERVAL 3 DAY" in ddl
+        # Rows past their TTL go at the next merge.
+        s.insert_origin_requests([origin_request(ts=NOW - 10 * 86400, path="/old", status=200, bytes_sent=1, ttfb_ms=1),
+                                  origin_request(ts=NOW, path="/new", status=200, bytes_sent=1, ttfb_ms=1)])
+        s.execute("OPTIMIZE TABLE flowcast.origin_requests FINAL")
+        assert [r["path"] for r in s.query("SELECT path FROM flowcast.origin_requests")] == ["/new"]
+    finally:
+        s.close()
+    with pytest.raises(ValueError):
+        Retention(sessions_days=0)
+
+
+def test_anonymous_counters_stored(store: EmbeddedStore, collector: Collector) -> None:
+    store.write_batch(collector.collect(session_body("s1", "alice", consent=False), now=NOW))
+    assert store.count_events() == 0
+    assert store.query("SELECT count() AS n FROM flowcast.sessions")[0]["n"] == 0
+    counts = {r["type"]: r["events"] for r in anonymous_counts(store)}
+    assert counts == {"heartbeat": 5, "session_start": 1, "startup": 1, "stall": 1, "session_end": 1}
+
+
+# --- HTTP backend --------------------------------------------------------------------------
+class _ChdbHttpStandIn(BaseHTTPRequestHandler):
+    """A stand-in for the ClickHouse HTTP interface (POST body = SQL, param_<name>,
+    default_format) executing on chDB, to exercise ClickHouseHttpStore's wire path."""
+
+    session: Any = None
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        sql = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        params = {k[len("param_"):]: v[0] for k, v in q.items() if k.startswith("param_")}
+        try:
+            with self.lock:
+                res = self.session.query(sql, q.get("default_format", ["TabSeparated"])[0], params=params or None)
+            body, code = res.bytes(), 200
+        except Exception as exc:
+            body, code = str(exc).encode(), 400
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_url(tmp_path: Path) -> Iterator[str]:
+    url = os.environ.get("FLOWCAST_CLICKHOUSE_URL")
+    if url:  # a real ClickHouse server (>= 22.x) when one is available
+        yield url
+        return
+    from chdb import session
+
+    _ChdbHttpStandIn.session = session.Session(str(tmp_path / "standin"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChdbHttpStandIn)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        _ChdbHttpStandIn.session.close()
+
+
+def test_http_store_same_sql(http_url: str, collector: Collector) -> None:
+    s: Store = ClickHouseHttpStore(http_url, database="flowcast_http_test")
+    try:
+        batch = collector.collect(session_body("h1", "carol"), now=NOW)
+        s.write_batch(batch)
+        s.write_batch(batch)
+        assert s.count_events() == len(batch.events)
+        (row,) = qoe_aggregates(s, NOW - 3600, NOW + 60, ("protocol",))
+        assert row.group == {"protocol": "ll-hls"} and row.startup_p50_ms == 700
+        carol = hash_user_id("carol", TEST_KEY)
+        assert s.delete_user(carol) == 1
+        assert s.count_events() == 0
+    finally:
+        s.execute("DROP DATABASE IF EXISTS flowcast_http_test")
+    with pytest.raises(StoreError):
+        ClickHouseHttpStore("http://127.0.0.1:9", timeout=1)
