@@ -82,6 +82,18 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from flowcast.plan import BriefError, ProbeError, UnknownLanguage, build_pack
+
+    try:
+        result = build_pack(args.brief, args.out, args.lang, probe=args.probe)
+    except (BriefError, ProbeError, UnknownLanguage) as exc:
+        print(f"flowcast: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowcast", description="Self-hostable live streaming stack")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -109,6 +121,13 @@ def make_parser() -> argparse.ArgumentParser:
     tok.add_argument("--data-dir", type=Path, default=Path("data"))
     tok.add_argument("--base-url", default="http://127.0.0.1:8080")
     tok.set_defaults(func=_token)
+
+    plan = sub.add_parser("plan", help="kickoff brief -> architecture pack and a config `flowcast up` runs")
+    plan.add_argument("brief", type=Path, help="brief YAML (see examples/)")
+    plan.add_argument("--out", type=Path, required=True, help="output folder")
+    plan.add_argument("--lang", choices=["en", "pt-BR"], default="en")
+    plan.add_argument("--probe", type=Path, help="a sample of the content, to place the ladder rungs")
+    plan.set_defaults(func=_plan)
     return parser
 
 
