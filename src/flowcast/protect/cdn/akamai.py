@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote_plus, unquote_plus
 
+from flowcast.protect.cdn.wildcard import wildcard_match
 from flowcast.protect.tokens import TokenExpired, TokenInvalid, normalise_path
 
 __all__ = [
@@ -185,24 +186,7 @@ class EdgeAuthSigner(_Base):
 
 def acl_matches(pattern: str, path: str) -> bool:
     """EdgeAuth ACL wildcards: ``*`` any run (``/`` included, also empty), ``?`` one char."""
-    p = u = 0
-    star_p, star_u = -1, 0
-    while u < len(path):
-        if p < len(pattern) and (pattern[p] == "?" or pattern[p] == path[u]):
-            p += 1
-            u += 1
-        elif p < len(pattern) and pattern[p] == "*":
-            star_p, star_u = p, u
-            p += 1
-        elif star_p >= 0:
-            p = star_p + 1
-            star_u += 1
-            u = star_u
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == "*":
-        p += 1
-    return p == len(pattern)
+    return wildcard_match(pattern, path)
 
 
 class EdgeAuthVerifier(_Base):

@@ -42,6 +42,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from flowcast.protect.cdn.wildcard import wildcard_match
 from flowcast.protect.tokens import TokenExpired, TokenInvalid, normalise_path
 
 __all__ = [
@@ -193,28 +194,8 @@ def _append(url: str, params: list[tuple[str, str]]) -> str:
 
 
 def resource_matches(pattern: str, url: str) -> bool:
-    """CloudFront wildcard match: ``*`` any run (also empty), ``?`` exactly one character.
-
-    Iterative two-pointer match, linear-ish and free of regex backtracking blow-ups.
-    """
-    p = u = 0
-    star_p, star_u = -1, 0
-    while u < len(url):
-        if p < len(pattern) and (pattern[p] == "?" or pattern[p] == url[u]):
-            p += 1
-            u += 1
-        elif p < len(pattern) and pattern[p] == "*":
-            star_p, star_u = p, u
-            p += 1
-        elif star_p >= 0:
-            p = star_p + 1
-            star_u += 1
-            u = star_u
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == "*":
-        p += 1
-    return p == len(pattern)
+    """CloudFront wildcard match: ``*`` any run (also empty), ``?`` exactly one character."""
+    return wildcard_match(pattern, url)
 
 
 def _load_public(key: rsa.RSAPublicKey | bytes) -> rsa.RSAPublicKey:
