@@ -33,6 +33,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["stream"] = args.stream
     if args.data_dir is not None:
         out["data_dir"] = str(args.data_dir)
+    if getattr(args, "tls", None) == "self-signed":
+        out.setdefault("origin", {})["tls_self_signed"] = True
+    if getattr(args, "tls_cert", None) is not None:
+        out.setdefault("origin", {})["tls_cert"] = str(args.tls_cert)
+    if getattr(args, "tls_key", None) is not None:
+        out.setdefault("origin", {})["tls_key"] = str(args.tls_key)
     if getattr(args, "require_token", False):
         out.setdefault("protection", {})["require_token"] = True
     if getattr(args, "encryption", None) is not None:
@@ -110,6 +116,9 @@ def make_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="HTTP port (default 8080)")
     up.add_argument("--data-dir", type=Path)
     up.add_argument("--require-token", action="store_true", help="signed URLs on every media request")
+    up.add_argument("--tls", choices=["self-signed"], help="serve HTTPS with a development certificate")
+    up.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) for HTTPS")
+    up.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
     up.add_argument("--encryption", choices=["none", "cenc", "cbcs"], help="Common Encryption scheme (ClearKey)")
     up.set_defaults(func=_up)
 

@@ -72,6 +72,22 @@ class OriginConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    # TLS: a certificate and key (PEM), or tls_self_signed for a development certificate.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "OriginConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_self_signed and self.tls_cert is not None:
+            raise ValueError("use either tls_self_signed or tls_cert/tls_key")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_self_signed or self.tls_cert is not None
 
 
 class FlowcastConfig(BaseModel):

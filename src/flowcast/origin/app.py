@@ -239,8 +239,11 @@ class OriginApp:
         blocking_timeout_tds: float = 3.0,
         access: MediaAccess | None = None,
         license_server: ClearKeyLicenseServer | None = None,
+        hsts: bool = False,
     ) -> None:
         self.license_server = license_server
+        # Sent on every response when the origin terminates TLS itself (RFC 6797).
+        self._always: Headers = [("strict-transport-security", "max-age=31536000")] if hsts else []
         self.store = store
         self.access = access  # None: media is public
         self.static_dir = Path(static_dir).resolve()
@@ -414,7 +417,7 @@ class OriginApp:
             return
         # No Content-Length: granian answers HTTP/1.1 with chunked transfer encoding and
         # HTTP/2 with a streamed body, each CMAF chunk sent as soon as it is appended.
-        transport = proto.response_stream(200, headers)
+        transport = proto.response_stream(200, headers + self._always)
         sent = 0
         index = 0
         gauge = self.metrics.waiting.labels(resource)
@@ -572,7 +575,7 @@ class OriginApp:
                 headers.append(("content-length", str(st.st_size)))
                 self._empty(proto, 200, headers, resource)
             else:
-                proto.response_file(200, headers, str(target))
+                proto.response_file(200, headers + self._always, str(target))
                 self.metrics.observe(resource, 200, st.st_size)
             return
         key = (st.st_mtime_ns, st.st_size)
@@ -617,6 +620,7 @@ class OriginApp:
         self._bytes(proto, 404, headers, b"not found\n", head, resource)
 
     def _bytes(self, proto: Any, status: int, headers: Headers, body: bytes, head: bool, resource: str) -> None:
+        headers = headers + self._always
         if head:
             headers.append(("content-length", str(len(body))))
             proto.response_empty(status, headers)
@@ -626,7 +630,7 @@ class OriginApp:
             self.metrics.observe(resource, status, len(body))
 
     def _empty(self, proto: Any, status: int, headers: Headers, resource: str) -> None:
-        proto.response_empty(status, headers)
+        proto.response_empty(status, headers + self._always)
         self.metrics.observe(resource, status, 0)
 
     async def _race(

@@ -13,9 +13,10 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from granian.constants import HTTPModes, Interfaces
+from granian.constants import HTTPModes, Interfaces, SSLProtocols
 from granian.server.embed import Server
 
 __all__ = ["ServerHandle", "free_port", "running", "serve"]
@@ -39,11 +40,12 @@ class ServerHandle:
     host: str
     port: int
     app: Any = None
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting and shut the worker down; waits for the serve task to end."""
@@ -71,6 +73,8 @@ async def serve(
     backpressure: int = 65_536,
     log_enabled: bool = False,
     startup_timeout: float = 10.0,
+    ssl_cert: Path | None = None,
+    ssl_key: Path | None = None,
 ) -> ServerHandle:
     """Serve the RSGI ``app`` on ``host:port`` (``port=0``: a free port) in this loop.
 
@@ -89,9 +93,12 @@ async def serve(
         backlog=backlog,
         backpressure=backpressure,
         log_enabled=log_enabled,
+        ssl_cert=ssl_cert,
+        ssl_key=ssl_key,
+        ssl_protocol_min=SSLProtocols.tls12,
     )
     task = asyncio.create_task(server.serve(), name=f"granian {host}:{port}")
-    handle = ServerHandle(server, task, host, port, app)
+    handle = ServerHandle(server, task, host, port, app, "https" if ssl_cert else "http")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + startup_timeout
     while True:

@@ -21,6 +21,7 @@ from flowcast.origin.metrics import OriginMetrics
 from flowcast.origin.pipeline import LivePipeline
 from flowcast.origin.server import ServerHandle, serve
 from flowcast.origin.store import MediaStore
+from flowcast.origin.tls import self_signed
 from flowcast.protect.keystore import KeyStore, MasterKeyMissing, load_master_key
 from flowcast.protect.tokens import TokenSigner, TokenVerifier
 from flowcast.transcode.encoders import EncoderUnavailable, UnknownEncoder
@@ -83,6 +84,7 @@ class LiveStack:
             metrics=self.metrics,
             access=access,
             license_server=license_server,
+            hsts=config.origin.tls,
         )
         self.pipeline = LivePipeline(config, self.store, metrics=self.metrics, content_key=content_key)
         self.supervisor: EncoderSupervisor | None = None
@@ -99,8 +101,12 @@ class LiveStack:
             raise StackError(str(exc)) from None
         self.metrics.bind_encoder(self.supervisor)
         origin = self.config.origin
+        cert, key = origin.tls_cert, origin.tls_key
+        if origin.tls_self_signed:
+            cert, key = self_signed(Path(self.config.data_dir) / "tls", ["localhost", "127.0.0.1", origin.host])
+            log.warning("serving HTTPS with a self-signed development certificate: %s", cert)
         try:
-            self.server = await serve(self.app, origin.host, origin.port)
+            self.server = await serve(self.app, origin.host, origin.port, ssl_cert=cert, ssl_key=key)
         except OSError as exc:
             raise StackError(f"cannot listen on {origin.host}:{origin.port}: {exc.strerror}") from None
         await self.supervisor.start()
