@@ -226,7 +226,8 @@ class EncoderSupervisor:
         except ValueError:
             pass  # "N/A" until the first second
         now = time.monotonic()
-        if self.speed is not None and now - self._last_speed_log >= self.speed_log_interval:
+        # FFmpeg reports 0.00x for the very first block of a run: log from the first real figure.
+        if self.speed and now - self._last_speed_log >= self.speed_log_interval:
             self._last_speed_log = now
             log.info("encoder speed=%.2fx fps=%.1f", self.speed, self.fps or 0.0)
 
