@@ -184,3 +184,42 @@ def test_video_waits_for_a_sync_sample() -> None:
     segs = segments_of(run(Segmenter(track, segment_duration=1.0, part_target=None), frames))
     assert segs[0].start == pytest.approx(10 * 3000 / 90000)
     assert all(s.duration == pytest.approx(1.0) for s in segs[:-1])
+
+
+def test_video_at_29_97_fps_keeps_segments_on_the_audio_grid() -> None:
+    """Keyframes as the encoder forces them (first frame with t >= 2n, encoders.py) at 30000/1001
+    fps: GOPs of 60 frames and, every ~16 segments, one of 59. Each still opens a segment, so no
+    segment reaches twice the target (EXTINF <= TARGETDURATION, rfc8216bis 4.4.3.1) and video
+    keeps the audio's segment count (the same MSN means the same time in every rendition)."""
+    track = TrackInfo(1, "video", 90000, "avc1.64001f")
+    frame, seconds = 3003, 60
+    frames, forced = [], 0
+    for i in range(round(seconds * 30000 / 1001)):
+        key = i * frame >= forced * 2 * 90000
+        forced += key
+        frames.append(Sample(i * frame, frame, 0, key, 0 if key else 0x01010000, b"f"))
+    segs = segments_of(run(Segmenter(track, segment_duration=2.0, part_target=0.5), frames))
+    assert max(s.duration for s in segs) < 2.5
+    assert len(segs) == seconds // 2
+    assert all(abs(s.start - 2 * k) < 2 * frame / 90000 for k, s in enumerate(segs))
+
+
+@pytest.mark.parametrize("fps", [(30, 1), (30000, 1001), (24000, 1001)])
+def test_next_part_is_the_part_published_next(fps: tuple[int, int]) -> None:
+    """The preload hint names the part that comes next, also across segment cuts on
+    one-frame-short GOPs (rfc8216bis 6.2.6: the hinted URI MUST be the one later added)."""
+    track = TrackInfo(1, "video", 90000, "avc1.64001f")
+    frame = 90000 * fps[1] // fps[0]
+    seg = Segmenter(track, segment_duration=2.0, part_target=0.5)
+    forced, hint, checked = 0, None, 0
+    for i in range(round(40 * fps[0] / fps[1])):
+        key = i * frame >= forced * 2 * 90000
+        forced += key
+        events = seg.push([Sample(i * frame, frame, 0, key, 0 if key else 0x01010000, b"f")])
+        parts = [e.part for e in events if isinstance(e, PartReady)]
+        if parts:
+            if hint is not None:
+                assert (parts[0].msn, parts[0].index) == hint, i
+                checked += 1
+            hint = seg.next_part()
+    assert checked > 50

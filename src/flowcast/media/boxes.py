@@ -174,7 +174,13 @@ def _fourcc(box_type: str) -> bytes:
 
 
 def box(box_type: str, payload: bytes = b"") -> bytes:
-    """Serialise one box; switches to a 64-bit largesize only when 32 bits cannot hold it."""
+    """Serialise one box; switches to a 64-bit largesize only when 32 bits cannot hold it.
+
+    For "uuid" the payload starts with the 16-byte extended type, which readers take as
+    part of the header (4.2.2); a shorter payload would write a box no reader can parse.
+    """
+    if box_type == "uuid" and len(payload) < 16:
+        raise BoxError("a uuid box needs its 16-byte extended type at the start of the payload")
     size = 8 + len(payload)
     if size <= 0xFFFFFFFF:
         return _U32.pack(size) + _fourcc(box_type) + payload

@@ -12,7 +12,7 @@ import math
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flowcast.config import FlowcastConfig
 from flowcast.media.fmp4 import FragmentedMP4Reader
@@ -50,13 +50,16 @@ class _Rendition:
     segmenter: Segmenter | None = None
     track: TrackInfo | None = None
     init: bytes | None = None
+    # Timing only (media bytes stripped): the store holds the media, the playlist needs none.
     segments: deque[Segment] = field(default_factory=deque)
     pending_parts: list[Part] = field(default_factory=list)
+    parts_stored: deque[Segment] = field(default_factory=deque)  # segments whose part objects are still stored
     growing: int | None = None  # msn of the segment being produced
     last_msn: int = -1
     last_part: int = -1
     discontinuity_sequence: int = 0
     pending_discontinuity: bool = False  # the segment in production opens a new encoder run
+    hinted: str | None = None  # path of the part announced in EXT-X-PRELOAD-HINT
 
 
 class LivePipeline:
@@ -130,8 +133,8 @@ class LivePipeline:
             if isinstance(event, InitSegment):
                 self._on_init(r, event)
             elif isinstance(event, Fragment) and r.segmenter is not None:
-                if self._run_anchor is None:
-                    self._open_period(event)
+                if self._run_anchor is None and event.samples:
+                    self._open_period(r, event)
                 self._handle(r, r.segmenter.push(event.samples))
 
     # -- internals -----------------------------------------------------------------------------
@@ -154,14 +157,18 @@ class LivePipeline:
         self.store.put(self._path(r.name, "init.mp4"), data, "init")
         if r.segmenter is None:
             r.segmenter = Segmenter(track, segment_duration=self.segment_duration, part_target=self.part_target)
+            if self._run_anchor is not None:
+                # Its init came after another rendition anchored the run: join that run.
+                self._start_run(r, discontinuity=False, first_msn=self.periods[-1].start_number)
         if encryptor is not None:
             r.segmenter.chunk_writer = encryptor.encrypt_chunk
 
-    def _open_period(self, first: Fragment) -> None:
+    def _open_period(self, r: _Rendition, first: Fragment) -> None:
         """Anchor the run on the wall clock: timeline time == seconds since availabilityStartTime."""
         now = time.time()
-        track = next(r.track for r in self.renditions.values() if r.track and r.track.track_id == first.track_id)
-        t0 = first.samples[0].decode_time / track.timescale if first.samples else 0.0
+        # r's own timescale: every rendition is a one-track file, so track ids (all 1) say nothing.
+        assert r.track is not None
+        t0 = first.samples[0].decode_time / r.track.timescale
         anchor = now - t0
         if self.availability_start is None:
             self.availability_start = anchor
@@ -171,17 +178,21 @@ class LivePipeline:
         self._run_anchor, self._run_offset = anchor, offset
         first_msn = max((r.segmenter.next_msn for r in self.renditions.values() if r.segmenter), default=0)
         discontinuity = bool(self.periods)
-        for r in self.renditions.values():
-            if r.segmenter is not None:
-                r.segmenter.start_run(
-                    timeline_offset=offset,
-                    wallclock_at_zero=anchor,
-                    discontinuity=discontinuity,
-                    first_msn=first_msn,
-                )
-                r.pending_discontinuity = discontinuity
+        for other in self.renditions.values():
+            if other.segmenter is not None:
+                self._start_run(other, discontinuity=discontinuity, first_msn=first_msn)
         self.periods.append(_Period(id=f"p{self.run}", start=offset, start_number=first_msn, wall_clock=anchor))
         self._publish_mpd()
+
+    def _start_run(self, r: _Rendition, *, discontinuity: bool, first_msn: int) -> None:
+        assert r.segmenter is not None and self._run_anchor is not None
+        r.segmenter.start_run(
+            timeline_offset=self._run_offset,
+            wallclock_at_zero=self._run_anchor,
+            discontinuity=discontinuity,
+            first_msn=first_msn,
+        )
+        r.pending_discontinuity = discontinuity
 
     def _handle(self, r: _Rendition, events: list[PartReady | SegmentReady]) -> None:
         for event in events:
@@ -194,7 +205,7 @@ class LivePipeline:
                     r.pending_parts.clear()
                 self.store.put(self._path(r.name, f"{part.msn}.{part.index}.m4s"), part.data, "part")
                 self.store.append(seg_path, part.data)
-                r.pending_parts.append(part)
+                r.pending_parts.append(replace(part, data=b""))
                 r.last_msn, r.last_part = part.msn, part.index
                 if self.metrics is not None and self._run_anchor is not None:
                     media_end = self._run_anchor + (part.start + part.duration - self._run_offset)
@@ -209,7 +220,10 @@ class LivePipeline:
                 r.growing = None
                 r.pending_parts.clear()
                 r.pending_discontinuity = False
+                seg = replace(seg, data=b"", parts=tuple(replace(p, data=b"") for p in seg.parts))
                 r.segments.append(seg)
+                if self.part_target is not None:
+                    r.parts_stored.append(seg)
                 if not self._announced and all(x.segments for x in self.renditions.values()):
                     # Announce the stream once every rendition has a whole segment: hls.js
                     # treats a playlist of parts alone as empty (levelEmptyError).
@@ -230,15 +244,14 @@ class LivePipeline:
             if old.discontinuity:
                 r.discontinuity_sequence += 1
             self.store.remove(self._path(r.name, f"{old.msn}.m4s"))
-        # Parts leave the playlist after 3 target durations; remove their objects 3 more later.
-        horizon = r.segments[-1].start - 6 * self.target_duration if r.segments else None
-        if horizon is not None:
-            for seg in r.segments:
-                if seg.start + seg.duration >= horizon:
-                    break
-                for part in seg.parts:
-                    if self.part_target is not None:
-                        self.store.remove(self._path(r.name, f"{part.msn}.{part.index}.m4s"))
+        # Parts leave the playlist after 3 target durations; remove their objects 3 more later
+        # (6.2.2), whether or not their segment is still in the DVR window, and each once.
+        if not r.segments:
+            return
+        horizon = r.segments[-1].start - 6 * self.target_duration
+        while r.parts_stored and r.parts_stored[0].start + r.parts_stored[0].duration < horizon:
+            for part in r.parts_stored.popleft().parts:
+                self.store.remove(self._path(r.name, f"{part.msn}.{part.index}.m4s"))
 
     def _publish_playlist(self, r: _Rendition) -> None:
         reports = tuple(
@@ -253,9 +266,8 @@ class LivePipeline:
         pending = tuple(r.pending_parts)
         next_part = None
         pending_pdt = None
-        if self.part_target is not None:
-            next_msn = r.segmenter.next_msn if r.segmenter else 0
-            next_part = hls.next_part_hint(pending, next_msn=next_msn, segment_duration=self.segment_duration)
+        if self.part_target is not None and r.segmenter is not None:
+            next_part = r.segmenter.next_part()
             if pending and self._run_anchor is not None:
                 pending_pdt = self._run_anchor + (pending[0].start - self._run_offset)
         if not r.segments and not pending:
@@ -286,6 +298,19 @@ class LivePipeline:
             ended=False,
             complete_msn=r.segments[-1].msn if r.segments else -1,
         )
+        if next_part is not None:
+            self._expect_hinted(r, self._path(r.name, f"{next_part[0]}.{next_part[1]}.m4s"))
+
+    def _expect_hinted(self, r: _Rendition, path: str) -> None:
+        """The hinted part MUST be requestable as soon as the hint appears (rfc8216bis 6.2.6):
+        announce it, so its requests are held by the hint's rule rather than the bounded
+        speculative one; a hint replaced before its part came is withdrawn."""
+        if path == r.hinted:
+            return
+        if r.hinted is not None and self.store.get(r.hinted) is None:
+            self.store.remove(r.hinted)
+        self.store.expect(path, "part")
+        r.hinted = path
 
     def _publish_multivariant(self) -> None:
         variants = []

@@ -70,11 +70,23 @@ class Segmenter:
         self._run_start = 0  # timeline tick of the run's t = 0: origin of the audio grid
         self._waiting_sync = self._video
         self._queued: list[Event] = []
+        self._last_duration = 0
         self._reset_segment()
 
     @property
     def next_msn(self) -> int:
         return self._next_msn
+
+    def next_part(self) -> tuple[int, int]:
+        """(msn, index) of the part this segmenter publishes next: the EXT-X-PRELOAD-HINT,
+        whose URI MUST be the one later added (rfc8216bis 6.2.6). Decided by the same rule
+        that cuts segments, assuming the encoder puts a keyframe where that rule expects one."""
+        if not self._seg_samples:
+            return self._next_msn, 0
+        end = self._seg_start_tick + self._seg_duration
+        if self._video and not self._part_samples and self._segment_due(end, self._last_duration):
+            return self._next_msn + 1, 0
+        return self._next_msn, len(self._parts)
 
     def start_run(
         self,
@@ -119,6 +131,7 @@ class Segmenter:
                 events.append(self._close_part())  # never exceed PART-TARGET (rfc8216bis 4.4.4.9)
             self._part_samples.append(sample)
             self._part_duration += sample.duration
+            self._last_duration = sample.duration
             self._seg_samples += 1
             self._seg_duration += sample.duration
             if self._part_ticks is not None and self._part_complete(sample, tick):
@@ -137,9 +150,18 @@ class Segmenter:
 
     def _opens_segment(self, sample: Sample, tick: int) -> bool:
         if self._video:
-            # Once the segment is long enough (within half a frame), the next sync sample opens one.
-            return sample.is_sync and self._seg_duration >= self._seg_ticks - sample.duration / 2
+            # A sync sample opens a segment once the open one is long enough (within half a
+            # frame) or once it reaches the audio's segment grid. The encoder forces keyframes
+            # at the first frame with t >= n x segment, so when the frame rate does not divide
+            # the segment some GOPs are a frame short (29.97 fps, 2 s: 59 or 60 frames); the
+            # length rule alone skips those keyframes, doubling a segment past TARGETDURATION
+            # and leaving video one MSN behind audio from then on.
+            return sample.is_sync and self._segment_due(tick, sample.duration)
         return tick >= self._grid_boundary() - sample.duration / 2
+
+    def _segment_due(self, tick: int, duration: int) -> bool:
+        """Whether a video sync sample at `tick` opens the next segment."""
+        return self._seg_duration >= self._seg_ticks - duration / 2 or tick >= self._grid_boundary() - duration / 2
 
     def _grid_boundary(self) -> float:
         """Next multiple of segment_duration after the open segment's start, counted from the run's t=0,
