@@ -186,6 +186,7 @@ class LivePipeline:
 
     def _start_run(self, r: _Rendition, *, discontinuity: bool, first_msn: int) -> None:
         assert r.segmenter is not None and self._run_anchor is not None
+        self._fill_gaps(r, first_msn)
         r.segmenter.start_run(
             timeline_offset=self._run_offset,
             wallclock_at_zero=self._run_anchor,
@@ -193,6 +194,31 @@ class LivePipeline:
             first_msn=first_msn,
         )
         r.pending_discontinuity = discontinuity
+
+    def _fill_gaps(self, r: _Rendition, first_msn: int) -> None:
+        """Keep numbers aligned across renditions after a restart: when the last run ended
+        with this rendition one segment short of the others (audio crossed a boundary that
+        video's keyframe had not reached), list the missing numbers as EXT-X-GAP segments
+        rather than leave a hole in the media sequence."""
+        if not r.segments:
+            return
+        last = r.segments[-1]
+        for msn in range(last.msn + 1, first_msn):
+            peers = [s for o in self.renditions.values() if o is not r for s in o.segments if s.msn == msn]
+            duration = peers[0].duration if peers else self.segment_duration
+            start = last.start + last.duration
+            last = Segment(
+                msn=msn,
+                start=start,
+                duration=max(duration, 0.001),
+                parts=(),
+                discontinuity=False,
+                program_date_time=last.program_date_time + last.duration,
+                data=b"",
+                gap=True,
+            )
+            r.segments.append(last)
+            log.info("rendition %s: segment %d missing after the encoder restart, listed as a gap", r.name, msn)
 
     def _handle(self, r: _Rendition, events: list[PartReady | SegmentReady]) -> None:
         for event in events:

@@ -279,6 +279,8 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
         out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
         if ll and seg.start + seg.duration > keep_parts_after + 1e-9:
             out.extend(_part_line(p) for p in seg.parts)
+        if seg.gap:
+            out.append("#EXT-X-GAP")
         out.append(f"#EXTINF:{_num(seg.duration)},")
         out.append(f"{seg.msn}.m4s")
 

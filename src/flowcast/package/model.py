@@ -19,7 +19,7 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A complete CMAF segment: the concatenation of its parts (plus styp)."""
+    """A complete CMAF segment: the concatenation of its parts."""
 
     msn: int
     start: float  # seconds on the continuous timeline
@@ -28,3 +28,6 @@ class Segment:
     discontinuity: bool  # first segment after an encoder restart or input change
     program_date_time: float  # wall clock (epoch seconds) of the first sample
     data: bytes
+    # EXT-X-GAP (rfc8216bis 4.4.4.7): a number this rendition never produced (its encoder
+    # run ended before it, while other renditions had started it); no media behind the URI.
+    gap: bool = False
