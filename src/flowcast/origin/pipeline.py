@@ -265,7 +265,10 @@ class LivePipeline:
     def _expire(self, r: _Rendition) -> None:
         """Keep the DVR window; parts stay downloadable 3 target durations after leaving the playlist."""
         window = self.config.packaging.dvr_window
-        while len(r.segments) > 3 and r.segments[-1].start + r.segments[-1].duration - r.segments[0].start > window:
+        end = r.segments[-1].start + r.segments[-1].duration if r.segments else 0.0
+        # A segment leaves only once all of it is older than the window: the one straddling
+        # (live edge - timeShiftBufferDepth) is still available to a DASH client.
+        while len(r.segments) > 3 and end - (r.segments[0].start + r.segments[0].duration) > window:
             old = r.segments.popleft()
             if old.discontinuity:
                 r.discontinuity_sequence += 1
