@@ -4,7 +4,7 @@
 set -euo pipefail
 want=(ffmpeg fonts-dejavu-core)
 case "${1:-demo}" in
-  test) want+=(chromium) ;;
+  test) want+=(chromium coturn) ;;
   bench) want+=(chromium nginx-light) ;;
 esac
 missing=()

@@ -1,0 +1,1 @@
+"""Interactive mode: WebRTC (WHIP/WHEP), Pixel Streaming signalling, TURN."""
