@@ -7,6 +7,7 @@ refer to draft-pantos-hls-rfc8216bis (protocol version 13).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +44,16 @@ def format_pdt(epoch: float) -> str:
     """EXT-X-PROGRAM-DATE-TIME value: ISO 8601, UTC, millisecond precision, 'Z'."""
     dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=16384)
+def _plain_segment(msn: int, duration: float, program_date_time: float, gap: bool) -> str:
+    """PDT, (GAP), EXTINF and URI of a segment listed without parts, rendered once."""
+    gap_line = "#EXT-X-GAP\n" if gap else ""
+    return (
+        f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(program_date_time)}\n"
+        f"{gap_line}#EXTINF:{_num(duration)},\n{msn}.m4s"
+    )
 
 
 def _num(value: float, places: int = 5) -> str:
@@ -276,13 +287,16 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
         if pl.keys:
             out.extend(f"#EXT-X-KEY:{t}" for t in pl.key_tags_before(seg.msn, first))
         first = False
-        out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
         if ll and seg.start + seg.duration > keep_parts_after + 1e-9:
+            out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
             out.extend(_part_line(p) for p in seg.parts)
-        if seg.gap:
-            out.append("#EXT-X-GAP")
-        out.append(f"#EXTINF:{_num(seg.duration)},")
-        out.append(f"{seg.msn}.m4s")
+            if seg.gap:
+                out.append("#EXT-X-GAP")
+            out.append(f"#EXTINF:{_num(seg.duration)},")
+            out.append(f"{seg.msn}.m4s")
+        else:
+            # Segments without parts render the same way every publish: keep their lines.
+            out.append(_plain_segment(seg.msn, seg.duration, seg.program_date_time, seg.gap))
 
     if ll and not pl.ended and pl.pending_parts:
         # The segment in production: its tags go before its first part (4.4.4.9); with no
