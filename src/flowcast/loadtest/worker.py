@@ -1,0 +1,87 @@
+"""One load-generator process: an event loop running its share of the viewers.
+
+Each viewer joins and leaves at the offsets the ramp gives it; with an impaired profile each
+gets its own relay (its access link). The worker also measures its own event-loop lag: a
+lagging loop delays every viewer's reads and would be charged to the origin otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flowcast.loadtest.dash_client import DashViewer
+from flowcast.loadtest.hls_client import HlsViewer, PlainHlsViewer
+from flowcast.loadtest.http import Meter
+from flowcast.loadtest.profiles import get_profile
+from flowcast.loadtest.relay import Relay
+from flowcast.loadtest.viewer import ViewerBase
+
+CLIENTS: dict[str, type[ViewerBase]] = {"ll-hls": HlsViewer, "hls": PlainHlsViewer, "ll-dash": DashViewer}
+LAG_TICK_S = 0.1
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    port: int
+    path: str
+    protocol: str
+    profile: str
+    start_wall: float  # wall clock of the run's t = 0
+    windows: tuple[tuple[int, float, float], ...]  # (viewer index, join s, leave s)
+    seed: int
+
+
+def worker_main(plan: WorkerPlan) -> dict[str, Any]:
+    return asyncio.run(_run(plan))
+
+
+async def _run(plan: WorkerPlan) -> dict[str, Any]:
+    mono_of_start = plan.start_wall - (time.time() - time.monotonic())
+    meter = Meter(mono_of_start)
+    profile = get_profile(plan.profile)
+    client = CLIENTS[plan.protocol]
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def lag_monitor() -> None:
+        while not stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(LAG_TICK_S)
+            lags.append(max(0.0, time.monotonic() - t - LAG_TICK_S) * 1000.0)
+
+    relay_stats = {"dropped_connections": 0, "lost_packets": 0}
+
+    async def one(index: int, join: float, leave: float) -> dict[str, Any]:
+        await asyncio.sleep(max(0.0, mono_of_start + join - time.monotonic()))
+        end_at = mono_of_start + leave
+        relay = None
+        port = plan.port
+        if profile.relayed:
+            relay = Relay(profile, plan.port, seed=plan.seed * 100_003 + index)
+            port = await relay.start()
+        try:
+            viewer = client("127.0.0.1", port, plan.path, end_at=end_at, meter=meter, profile=profile.name)
+            res = await viewer.run()
+        finally:
+            if relay is not None:
+                await relay.close()
+                relay_stats["dropped_connections"] += relay.dropped_connections
+                relay_stats["lost_packets"] += relay.lost_packets
+        d = res.as_dict()
+        d["viewer_index"] = index
+        return d
+
+    monitor = asyncio.ensure_future(lag_monitor())
+    results = await asyncio.gather(*(one(i, j, l) for i, j, l in plan.windows))
+    stop.set()
+    await monitor
+    return {
+        "viewers": results,
+        "requests": meter.requests,
+        "bytes": meter.bytes,
+        "loop_lag_ms": lags,
+        "relay": relay_stats,
+    }
