@@ -23,8 +23,8 @@ pytestmark = [
 
 SECRET = bytes(range(100, 132))
 PLAYERS = {
-    "cenc": ["player=dash", "player=shaka&src=/live/live/manifest.mpd"],
-    "cbcs": ["player=dash", "player=shaka&src=/live/live/manifest.mpd", "player=hls"],
+    "cenc": ["player=dash", "player=shaka&drm=clearkey&src=/live/live/manifest.mpd"],
+    "cbcs": ["player=dash", "player=shaka&drm=clearkey&src=/live/live/manifest.mpd", "player=hls"],
 }
 
 
