@@ -4,7 +4,7 @@
 set -euo pipefail
 want=(ffmpeg fonts-dejavu-core)
 case "${1:-demo}" in
-  test) want+=(chromium coturn) ;;
+  test) want+=(chromium coturn prometheus) ;;
   bench) want+=(chromium nginx-light) ;;
 esac
 missing=()

@@ -100,6 +100,165 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slos(args: argparse.Namespace):  # -> (slos, rules)
+    from flowcast.telemetry.slo import load_slos
+
+    return load_slos(args.slo_file.read_text() if args.slo_file else None)
+
+
+def _qoe_rules(args: argparse.Namespace) -> int:
+    from flowcast.telemetry.prom import alert_rules_yaml
+
+    print(alert_rules_yaml(*_slos(args)), end="")
+    return 0
+
+
+def _qoe_grafana(args: argparse.Namespace) -> int:
+    import json
+
+    from flowcast.telemetry.prom import grafana_dashboard
+
+    print(json.dumps(grafana_dashboard(_slos(args)[0]), indent=2))
+    return 0
+
+
+def _admin_request(url: str, method: str = "GET") -> Any:
+    """A JSON request to a running origin's admin routes ($FLOWCAST_TELEMETRY_ADMIN_TOKEN)."""
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method)
+    token = os.environ.get("FLOWCAST_TELEMETRY_ADMIN_TOKEN")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"flowcast: {url}: HTTP {exc.code} {exc.read()[:300].decode(errors='replace')}") from None
+    except OSError as exc:
+        raise SystemExit(f"flowcast: cannot reach {url}: {exc}") from None
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _qoe_report(args: argparse.Namespace) -> int:
+    """QoE per group: from a running origin (--url), or the store itself (--data-dir, with
+    `flowcast up` stopped: chDB opens one store per process)."""
+    import json
+    import time
+    import urllib.parse
+
+    from flowcast.origin.telemetry_routes import BadQuery, parse_group_by, parse_since
+
+    try:
+        since = parse_since(args.since)
+        by = parse_group_by(args.by or "")
+    except BadQuery as exc:
+        print(f"flowcast: --{exc.field}: {exc.message}", file=sys.stderr)
+        return 2
+    if args.data_dir is not None:
+        from flowcast.telemetry.qoe import qoe_aggregates
+        from flowcast.telemetry.store import EmbeddedStore
+
+        with EmbeddedStore(args.data_dir / "telemetry") as store:
+            end = time.time()
+            rows = [r.as_dict() for r in qoe_aggregates(store, end - since, end, by)]
+    else:
+        qs = urllib.parse.urlencode({"since": args.since, "by": ",".join(by)})
+        rows = _admin_request(f"{args.url.rstrip('/')}/qoe/v1/report?{qs}")["rows"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ["sessions", "startup p95 ms", "rebuffer ratio", "stalls", "latency p95 ms", "bitrate kbps", "error rate"]
+    print("\t".join([*(by or ["all"]), *cols]))
+    for r in rows:
+        group = [str(r["group"].get(g, "")) for g in by] or ["all"]
+        vals = [
+            str(r["sessions"]), _fmt(r["startup_p95_ms"]), _fmt(r["rebuffer_ratio"], 4), str(r["rebuffer_count"]),
+            _fmt(r["latency_p95_ms"]), _fmt(r["avg_bitrate_kbps"]), _fmt(r["error_rate"], 3),
+        ]
+        print("\t".join(group + vals))
+    return 0
+
+
+def _qoe_erase(args: argparse.Namespace) -> int:
+    """LGPD erasure of one user: the raw id is hashed here with the server's key."""
+    import os
+
+    from flowcast.telemetry.collector import HMAC_KEY_ENV
+    from flowcast.telemetry.schema import hash_user_id
+
+    if args.user_hash:
+        h = args.user_hash
+    else:
+        raw = os.environ.get(HMAC_KEY_ENV)
+        key_file = args.data_dir / "telemetry_hmac.key"
+        if not raw and key_file.exists():
+            raw = key_file.read_text().strip()
+        if not raw:
+            print(f"flowcast: need ${HMAC_KEY_ENV} (or {key_file}) to hash --user", file=sys.stderr)
+            return 2
+        h = hash_user_id(args.user, bytes.fromhex(raw))
+    doc = _admin_request(f"{args.url.rstrip('/')}/qoe/v1/users/{h}", method="DELETE")
+    print(f"erased {doc['sessions_erased']} session(s) of user {h}")
+    return 0
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    """Exit 0 when every acceptance criterion passes, 1 when one fails, 2 when refused."""
+    from flowcast.loadtest import LoadTestRefused, run_loadtest
+
+    manifest = "manifest.mpd" if args.protocol == "ll-dash" else "master.m3u8"
+    url = args.url or f"http://127.0.0.1:{args.port}/live/{args.stream}/{manifest}"
+    try:
+        report = run_loadtest(
+            url, args.viewers, args.duration, args.profile, args.protocol, args.out, origin_pid=args.origin_pid
+        )
+    except LoadTestRefused as exc:
+        print(f"flowcast: {exc}", file=sys.stderr)
+        return 2
+    for v in report.verdicts:
+        print(f"{v.label:<4}  {v.criterion}: {v.measured} (criterion {v.threshold})")
+    print(f"report  {report.html_path}")
+    return 0 if report.passed else 1
+
+
+def _watermark_extract(args: argparse.Namespace) -> int:
+    import os
+
+    from flowcast.protect.watermark import WatermarkError
+    from flowcast.protect.watermark_extract import extract_recording
+
+    secret_hex = os.environ.get(args.secret_env)
+    if not secret_hex:
+        print(f"flowcast: set {args.secret_env} to the watermark secret (hex)", file=sys.stderr)
+        return 2
+    candidates = None
+    if args.candidates is not None:
+        candidates = [line.strip() for line in args.candidates.read_text().splitlines() if line.strip()]
+    try:
+        match = extract_recording(
+            args.recording,
+            secret=bytes.fromhex(secret_hex),
+            segment_duration=args.segment_duration,
+            candidates=candidates,
+            first_segment=None if args.unknown_start else 0,
+        )
+    except (WatermarkError, ValueError) as exc:
+        print(f"flowcast: {exc}", file=sys.stderr)
+        return 2
+    if match is None:
+        print("no session identified (not enough marked segments, or none of the candidates)")
+        return 1
+    print(f"session {match.session_id} (confidence {match.confidence:.6f}, {match.segments} segments)")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowcast", description="Self-hostable live streaming stack")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -137,6 +296,51 @@ def make_parser() -> argparse.ArgumentParser:
     plan.add_argument("--lang", choices=["en", "pt-BR"], default="en")
     plan.add_argument("--probe", type=Path, help="a sample of the content, to place the ladder rungs")
     plan.set_defaults(func=_plan)
+
+    qoe = sub.add_parser("qoe", help="QoE telemetry: reports, alert rules, dashboards, erasure")
+    qsub = qoe.add_subparsers(dest="qoe_command", required=True)
+    rep = qsub.add_parser("report", help="QoE aggregates over a time range, grouped")
+    rep.add_argument("--since", default="1h", help="30m, 1h, 7d (default 1h)")
+    rep.add_argument("--by", default="", help="comma list of protocol, cdn, region, player_version, stream_id, codec")
+    rep.add_argument("--url", default="http://127.0.0.1:8080", help="a running origin (default)")
+    rep.add_argument("--data-dir", type=Path, help="read the store directly instead (origin stopped)")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=_qoe_report)
+    rules = qsub.add_parser("rules", help="Prometheus alert rules for the SLO burn rates (YAML on stdout)")
+    rules.add_argument("--slo-file", type=Path)
+    rules.set_defaults(func=_qoe_rules)
+    graf = qsub.add_parser("grafana", help="Grafana dashboard JSON on stdout")
+    graf.add_argument("--slo-file", type=Path)
+    graf.set_defaults(func=_qoe_grafana)
+    erase = qsub.add_parser("erase", help="erase one user's telemetry (LGPD Art. 18 VI) on a running origin")
+    who = erase.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the raw user id (hashed here with the server's HMAC key)")
+    who.add_argument("--user-hash", help="the stored HMAC-SHA256 hex")
+    erase.add_argument("--url", default="http://127.0.0.1:8080")
+    erase.add_argument("--data-dir", type=Path, default=Path("data"))
+    erase.set_defaults(func=_qoe_erase)
+
+    lt = sub.add_parser("loadtest", help="virtual viewers against a running `flowcast up` on 127.0.0.1")
+    lt.add_argument("--viewers", type=int, default=50)
+    lt.add_argument("--duration", type=float, default=60.0, help="seconds, ramp up and down included")
+    lt.add_argument("--profile", default="loopback", help="loopback, 4g, lte, 3g, 3g-lossy, wifi-congested")
+    lt.add_argument("--protocol", choices=["ll-hls", "hls", "ll-dash"], default="ll-hls")
+    lt.add_argument("--url", help="multivariant playlist or MPD on 127.0.0.1 (default: from --port and --stream)")
+    lt.add_argument("--port", type=int, default=8080)
+    lt.add_argument("--stream", default="live")
+    lt.add_argument("--origin-pid", type=int, help="PID of `flowcast up`, to chart its CPU and memory")
+    lt.add_argument("--out", type=Path, default=Path("loadtest-report"))
+    lt.set_defaults(func=_loadtest)
+
+    wm = sub.add_parser("watermark", help="forensic watermark tools")
+    wsub = wm.add_subparsers(dest="watermark_command", required=True)
+    ex = wsub.add_parser("extract", help="name the session a recording of the output came from")
+    ex.add_argument("recording", type=Path)
+    ex.add_argument("--secret-env", default="FLOWCAST_WATERMARK_SECRET", help="env var holding the mark secret (hex)")
+    ex.add_argument("--segment-duration", type=float, default=2.0)
+    ex.add_argument("--candidates", type=Path, help="file with one candidate session id per line")
+    ex.add_argument("--unknown-start", action="store_true", help="the capture may start mid-stream")
+    ex.set_defaults(func=_watermark_extract)
     return parser
 
 

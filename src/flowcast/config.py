@@ -90,6 +90,30 @@ class OriginConfig(BaseModel):
         return self.tls_self_signed or self.tls_cert is not None
 
 
+class TelemetryConfig(BaseModel):
+    """QoE telemetry: collector endpoint, access events, embedded chDB store (on by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    # Embedded chDB store directory; relative paths are under data_dir.
+    store_path: Path = Path("telemetry")
+    # Environment variable holding the user-id HMAC key (hex, >= 32 bytes). Unset: a key
+    # file is made under the store path on first use (development only).
+    hmac_key_env: str = "FLOWCAST_TELEMETRY_HMAC_KEY"
+    # Bearer token for the admin endpoints (report, sessions, erasure, dashboard data);
+    # unset: those answer loopback clients only.
+    admin_token_env: str = "FLOWCAST_TELEMETRY_ADMIN_TOKEN"
+    retention_days: int = Field(default=90, ge=1, le=3650)
+    origin_requests_retention_days: int = Field(default=30, ge=1, le=3650)
+    slo_file: Path | None = None
+    flush_interval_s: float = Field(default=1.0, ge=0.05, le=60.0)
+    max_pending: int = Field(default=200_000, ge=1000, description="access events held before dropping")
+
+    def store_dir(self, data_dir: Path) -> Path:
+        return self.store_path if self.store_path.is_absolute() else Path(data_dir) / self.store_path
+
+
 class FlowcastConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,6 +124,7 @@ class FlowcastConfig(BaseModel):
     packaging: PackagingConfig = PackagingConfig()
     protection: ProtectionConfig = ProtectionConfig()
     origin: OriginConfig = OriginConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     data_dir: Path = Path("data")
 
 

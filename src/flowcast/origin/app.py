@@ -14,6 +14,7 @@ import gzip
 import logging
 import mimetypes
 import os
+import time
 from collections.abc import Awaitable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,8 @@ from .access import MediaAccess
 from .cache import CachePolicy
 from .license import ClearKeyLicenseServer
 from .metrics import OriginMetrics
+from .telemetry_routes import PREFIX as QOE_PREFIX
+from .telemetry_routes import RecordingProto, TelemetryService
 from .store import (
     Growing,
     MediaStore,
@@ -240,8 +243,11 @@ class OriginApp:
         access: MediaAccess | None = None,
         license_server: ClearKeyLicenseServer | None = None,
         hsts: bool = False,
+        telemetry: TelemetryService | None = None,
     ) -> None:
         self.license_server = license_server
+        # QoE collector, access events and reports (None: telemetry off, routes 404).
+        self.telemetry = telemetry
         # Sent on every response when the origin terminates TLS itself (RFC 6797).
         self._always: Headers = [("strict-transport-security", "max-age=31536000")] if hsts else []
         self.store = store
@@ -253,6 +259,7 @@ class OriginApp:
         self.blocking_timeout_tds = blocking_timeout_tds
         self._static: dict[Path, _StaticFile] = {}
         self._closing: asyncio.Future[None] | None = None
+        self._held: set[asyncio.Future[None]] = set()  # one waiter per request in _race
 
     def close(self) -> None:
         """Release every held request (503) so the server can stop without waiting 3 TD."""
@@ -260,6 +267,9 @@ class OriginApp:
             self._closing = asyncio.get_running_loop().create_future()
         if not self._closing.done():
             self._closing.set_result(None)
+        for waiter in self._held:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # RSGI entry point
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
@@ -276,6 +286,9 @@ class OriginApp:
         if method == "POST" and path == "/license/clearkey" and self.license_server is not None:
             await self._license(scope, proto)
             return
+        if self.telemetry is not None and path.startswith(QOE_PREFIX):
+            if await self.telemetry.handle(scope, proto, method, path):
+                return
         if method not in ("GET", "HEAD"):
             headers = [("allow", _ALLOW), ("cache-control", self.cache.no_cache()), *_CORS]
             self._bytes(proto, 405, headers, b"method not allowed\n", False, "other")
@@ -283,7 +296,10 @@ class OriginApp:
         head = method == "HEAD"
         try:
             if path.startswith("/live/"):
-                await self._live(scope, proto, path[6:], head)
+                if self.telemetry is None:
+                    await self._live(scope, proto, path[6:], head)
+                else:
+                    await self._live_recorded(scope, proto, path, head)
             elif path == "/time":
                 self._time(proto, head)
             elif path == "/metrics":
@@ -299,6 +315,19 @@ class OriginApp:
             self._bytes(proto, 503, headers, b"shutting down\n", head, "other")
         except _Disconnected:
             self.metrics.observe("other", 499, 0)  # nginx's "client closed request"
+
+    async def _live_recorded(self, scope: Any, proto: Any, path: str, head: bool) -> None:
+        """``_live`` with an access event for the QoE store (status, bytes, time to first
+        byte, CMCD), appended in memory; telemetry_routes writes it off the media path."""
+        ts = time.time()
+        rec = RecordingProto(proto, time.perf_counter())
+        try:
+            await self._live(scope, rec, path[6:], head)
+        finally:
+            assert self.telemetry is not None
+            self.telemetry.record_access(
+                ts, path, scope.query_string, scope.headers, rec.status or 499, rec.nbytes, rec.ttfb_ms
+            )
 
     # -- /license/clearkey ------------------------------------------------------------------
 
@@ -534,6 +563,8 @@ class OriginApp:
     def _static_route(self, scope: Any, proto: Any, path: str, head: bool) -> None:
         if path in ("/", "/player", "/player/"):
             rel = "index.html"
+        elif path in ("/dashboard", "/dashboard/"):
+            rel = "dashboard.html"
         elif path.startswith("/player/"):
             rel = path[8:]
         else:
@@ -648,15 +679,30 @@ class OriginApp:
         own = disconnect is None
         if disconnect is None:
             disconnect = asyncio.ensure_future(proto.client_disconnect())
+        # One waiter per request, woken by its own two futures or by close(). Not
+        # asyncio.wait() on a future shared by every held request: on return, wait()
+        # calls remove_done_callback() on it, which scans all its callbacks, so one
+        # publish releasing N held requests cost O(N^2) (benchmarks/origin.py, fan-out).
+        waiter = asyncio.get_running_loop().create_future()
+
+        def wake(_: object) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        task.add_done_callback(wake)
+        disconnect.add_done_callback(wake)
+        self._held.add(waiter)
         try:
-            # One shared ``closing`` future for all requests: asyncio.wait only adds a
-            # done-callback to it, so it costs nothing per held request.
-            await asyncio.wait((task, disconnect, closing), return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         except BaseException:
             task.cancel()
             if own:
                 disconnect.cancel()
             raise
+        finally:
+            self._held.discard(waiter)
+            task.remove_done_callback(wake)
+            disconnect.remove_done_callback(wake)
         if task.done():
             if own:
                 disconnect.cancel()

@@ -21,6 +21,7 @@ from flowcast.origin.metrics import OriginMetrics
 from flowcast.origin.pipeline import LivePipeline
 from flowcast.origin.server import ServerHandle, serve
 from flowcast.origin.store import MediaStore
+from flowcast.origin.telemetry_routes import TelemetryService
 from flowcast.origin.tls import self_signed
 from flowcast.protect.keystore import KeyStore, MasterKeyMissing, load_master_key
 from flowcast.protect.tokens import TokenSigner, TokenVerifier
@@ -38,6 +39,69 @@ class StackError(Exception):
 
 
 MASTER_KEY_FILE = "master.key"
+TELEMETRY_KEY_FILE = "telemetry_hmac.key"
+
+
+def _dev_secret_file(path: Path, what: str) -> str:
+    """A 0600 file holding 32 random bytes (hex), made on first use (development only)."""
+    if not path.exists():
+        log.warning("no %s in the environment: generating one in %s (development only)", what, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def open_telemetry(config: FlowcastConfig, metrics: OriginMetrics) -> TelemetryService:
+    """The embedded chDB store under data_dir and the collector (opened once per process).
+
+    The user-id HMAC key comes from the environment (telemetry.hmac_key_env); without it a
+    key file is made beside, not inside, the store: the pseudonymised data and the key that
+    could re-identify it are kept apart (LGPD Art. 13 par. 4)."""
+    from flowcast.telemetry.collector import CollectorConfig, Collector
+    from flowcast.telemetry.slo import SloError, load_slos
+    from flowcast.telemetry.store import EmbeddedStore, Retention, StoreError
+
+    tc = config.telemetry
+    env = dict(os.environ)
+    if not env.get(tc.hmac_key_env):
+        env[tc.hmac_key_env] = _dev_secret_file(Path(config.data_dir) / TELEMETRY_KEY_FILE, tc.hmac_key_env)
+    try:
+        cc = CollectorConfig.from_env(env)
+    except ValueError as exc:
+        raise StackError(f"telemetry: {exc}") from None
+    slo_text = None
+    if tc.slo_file is not None:
+        try:
+            slo_text = Path(tc.slo_file).read_text()
+        except OSError as exc:
+            raise StackError(f"telemetry.slo_file: cannot read {tc.slo_file}: {exc.strerror}") from None
+    try:
+        slos, _rules = load_slos(slo_text)
+    except SloError as exc:
+        raise StackError(f"telemetry.slo_file: {exc}") from None
+    retention = Retention(
+        player_events_days=tc.retention_days,
+        sessions_days=tc.retention_days,
+        origin_requests_days=tc.origin_requests_retention_days,
+    )
+    store_dir = tc.store_dir(config.data_dir)
+    try:
+        store = EmbeddedStore(store_dir, retention=retention)
+    except StoreError as exc:
+        raise StackError(f"telemetry store: {exc}") from None
+    return TelemetryService(
+        store,
+        Collector(cc),
+        registry=metrics.registry,
+        slos=slos,
+        state_dir=store_dir,
+        admin_token=os.environ.get(tc.admin_token_env) or None,
+        flush_interval_s=tc.flush_interval_s,
+        max_pending=tc.max_pending,
+        origin_id=config.origin.host,
+    )
 
 
 def open_keystore(data_dir: Path, *, iv_size: int) -> KeyStore:
@@ -77,6 +141,7 @@ class LiveStack:
             keystore = open_keystore(config.data_dir, iv_size=16 if config.protection.scheme == "cbcs" else 8)
             content_key = keystore.key_for(config.stream, 0)
             license_server = ClearKeyLicenseServer(keystore, verifier)
+        self.telemetry = open_telemetry(config, self.metrics) if config.telemetry.enabled else None
         self.app = OriginApp(
             self.store,
             static_dir=WEB_DIR,
@@ -85,6 +150,7 @@ class LiveStack:
             access=access,
             license_server=license_server,
             hsts=config.origin.tls,
+            telemetry=self.telemetry,
         )
         self.pipeline = LivePipeline(config, self.store, metrics=self.metrics, content_key=content_key)
         self.supervisor: EncoderSupervisor | None = None
@@ -109,6 +175,8 @@ class LiveStack:
             self.server = await serve(self.app, origin.host, origin.port, ssl_cert=cert, ssl_key=key)
         except OSError as exc:
             raise StackError(f"cannot listen on {origin.host}:{origin.port}: {exc.strerror}") from None
+        if self.telemetry is not None:
+            self.telemetry.start()
         await self.supervisor.start()
 
     @property
@@ -127,6 +195,7 @@ class LiveStack:
             "multivariant": f"{base}/live/{stream}/master.m3u8",
             "mpd": f"{base}/live/{stream}/manifest.mpd",
             "metrics": f"{base}/metrics",
+            **({"dashboard": f"{base}/dashboard"} if self.telemetry is not None else {}),
         }
 
     async def stop(self) -> None:
@@ -134,6 +203,8 @@ class LiveStack:
             await self.supervisor.stop()
         if self.server is not None:
             await self.server.stop()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
 
 
 async def run_forever(config: FlowcastConfig) -> None:

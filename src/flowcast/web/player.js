@@ -12,6 +12,12 @@
 
 import { TimecodeReader, SampleRing } from './timecode.js';
 
+// Analytics are optional: loaded dynamically so that playback never depends on them (a
+// blocked or missing analytics.js / consent.js leaves the player working, without QoE).
+const qoeModules = await Promise.all([import('./analytics.js'), import('./consent.js')]).catch(() => null);
+const { Analytics } = qoeModules ? qoeModules[0] : {};
+const { initialDecision, pickLang, showBanner, showWithdraw } = qoeModules ? qoeModules[1] : {};
+
 const STATS_INTERVAL_MS = 250; // 4x per second
 const RING_SIZE = 120;
 const MAX_ERRORS = 20;
@@ -40,6 +46,24 @@ if (params.has('token')) {
 // ClearKey license server of the origin (W3C JSON). The players only use it when the
 // stream is encrypted; the same token cookie authorises the license request.
 const licenseUrl = params.get('license') || `${location.origin}/license/clearkey`;
+
+// QoE analytics (analytics.js, consent.js): ?telemetry=off disables them; ?consent=yes|no
+// answers the consent question without the banner; ?lang=en|pt-BR picks its language.
+const telemetryOn = params.get('telemetry') !== 'off' && qoeModules !== null;
+const lang = telemetryOn ? pickLang(params, navigator.language) : 'en';
+const protocol = params.get('protocol')
+  || ((playerName === 'dash' || (playerName === 'shaka' && src.includes('.mpd'))) ? 'll-dash' : 'll-hls');
+const PLAYER_VERSIONS = { hls: 'hls.js 1.7.4', dash: 'dash.js 5.2.1', shaka: 'shaka-player 5.2.12' };
+const analytics = telemetryOn ? new Analytics({
+  protocol,
+  cdn: params.get('cdn') || 'origin',
+  playerVersion: PLAYER_VERSIONS[playerName] || playerName,
+  streamId: stream,
+  consent: initialDecision(params) === 'yes',
+}) : null;
+window.flowcastAnalytics = analytics;
+// Late opt-in: players that can change their CMCD settings while playing take the new sid.
+let enableCmcd = () => {};
 
 const video = document.getElementById('video');
 const view = document.getElementById('stats');
@@ -77,6 +101,7 @@ function recordError(where, detail) {
     text = String(detail);
   }
   stats.errors.push(`${where}: ${text}`.slice(0, 500));
+  if (analytics) analytics.onError(`${where}:${text}`);
   if (stats.errors.length > MAX_ERRORS) stats.errors.shift();
 }
 
@@ -94,6 +119,7 @@ function markFirstFrame() {
   firstFrameAt = performance.now();
   stats.startupMs = Math.round(firstFrameAt - playRequestedAt);
   stats.playing = true;
+  if (analytics) analytics.onStartup(stats.startupMs);
 }
 
 // A 'waiting' with seconds of media buffered that clears within a few ms is the decoder or
@@ -113,8 +139,11 @@ function countStall() {
 
 function endStall() {
   if (stallStartedAt === null) return;
-  if (stallCounted) stats.stallMs += Math.round(performance.now() - stallStartedAt);
-  else stats.shortWaits += 1;
+  if (stallCounted) {
+    const ms = Math.round(performance.now() - stallStartedAt);
+    stats.stallMs += ms;
+    if (analytics) analytics.onStall(ms);
+  } else stats.shortWaits += 1;
   stallStartedAt = null;
   stallCounted = false;
 }
@@ -230,6 +259,8 @@ async function startHls() {
     emeEnabled: true,
     drmSystems: { 'org.w3.clearkey': { licenseUrl } },
   };
+  // CMCD (CTA-5004) as a query parameter, sid = the analytics session id, only after consent.
+  if (analytics && analytics.sessionId) config.cmcd = { sessionId: analytics.sessionId, contentId: stream };
   if (targetLatencyS !== null && targetLatencyS > 0) {
     // hls.js requires the pair; the max bounds the drift before a seek to the edge.
     config.liveSyncDuration = targetLatencyS;
@@ -277,6 +308,11 @@ async function startDash() {
   if (targetLatencyS !== null && targetLatencyS > 0) {
     settings.streaming.delay.liveDelay = targetLatencyS;
   }
+  const dashCmcd = (sid) => (sid
+    ? { enabled: true, sid, cid: stream, mode: 'query', applyParametersFromMpd: false }
+    : { enabled: false, sid: null });
+  if (analytics && analytics.sessionId) settings.streaming.cmcd = dashCmcd(analytics.sessionId);
+  enableCmcd = (sid) => player.updateSettings({ streaming: { cmcd: dashCmcd(sid) } });
   player.updateSettings(settings);
   if (params.has('token')) {
     // dash.js fetches chunked segments with credentials 'omit', so the token cookie does
@@ -329,14 +365,23 @@ async function startShaka() {
       // Live sync: speed up to catch the target, as hls.js and dash.js do.
       liveSync: { enabled: true, maxPlaybackRate: 1.25 },
     },
-    drm: { servers: { 'org.w3.clearkey': licenseUrl } },
   };
+  // Shaka sets up MediaKeys whenever a license server is configured, and a video element
+  // with MediaKeys cannot be read back into a canvas (no timecode latency): so only for
+  // protected streams, which the page is told about with ?drm=clearkey.
+  if (params.get('drm') === 'clearkey') config.drm = { servers: { 'org.w3.clearkey': licenseUrl } };
   if (targetLatencyS !== null && targetLatencyS > 0) {
     config.streaming.liveSync.targetLatency = targetLatencyS;
   }
+  const shakaCmcd = (sid) => (sid
+    ? { enabled: true, sessionId: sid, contentId: stream, useHeaders: false }
+    : { enabled: false, sessionId: '' });
+  if (analytics && analytics.sessionId) config.cmcd = shakaCmcd(analytics.sessionId);
+  enableCmcd = (sid) => player.configure({ cmcd: shakaCmcd(sid) });
   player.configure(config);
   player.addEventListener('error', (e) => recordError('shaka', `${e.detail.code}`));
-  await player.load(src);
+  // Absolute: Shaka's CMCD query writer drops the host of a path-only URL.
+  await player.load(new URL(src, location.href).href);
   wallClockLatency = () => {
     const date = player.getPlayheadTimeAsDate();
     return date ? { ms: Date.now() - date.getTime(), source: 'pdt' } : null;
@@ -387,7 +432,27 @@ function tick() {
     stats.bitrateKbps = null;
   }
   updateLatency();
+  if (analytics) analytics.onTick(stats, video);
   render();
+}
+
+function setupConsent() {
+  if (!analytics) return;
+  const withdraw = () => showWithdraw(lang, async () => {
+    await analytics.withdraw();
+    enableCmcd(null);
+  });
+  if (analytics.consent) {
+    withdraw();
+  } else if (initialDecision(params) === null) {
+    showBanner(lang, (yes) => {
+      analytics.setConsent(yes);
+      if (yes) {
+        enableCmcd(analytics.sessionId); // hls.js fixes CMCD at creation: joins from the next load
+        withdraw();
+      }
+    });
+  }
 }
 
 async function main() {
@@ -398,6 +463,7 @@ async function main() {
     render();
     return;
   }
+  setupConsent();
   video.muted = true;
   video.autoplay = true;
   playRequestedAt = performance.now();
