@@ -30,11 +30,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-web: $(WEB)/node_modules/.installed
+web: $(WEB)/node_modules/.installed $(WEB)/pixelstreaming.bundle.js
 
 $(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# Epic's Pixel Streaming frontend (npm) + our page script, bundled by the pinned esbuild.
+# The output is byte-for-byte reproducible from the lock file, so it is built, not committed.
+$(WEB)/pixelstreaming.bundle.js: $(WEB)/pixelstreaming.js $(WEB)/timecode.js $(WEB)/node_modules/.installed
+	cd $(WEB) && node_modules/.bin/esbuild pixelstreaming.js --bundle --format=iife --target=es2020 \
+		--log-level=warning --outfile=pixelstreaming.bundle.js
 
 clean:
 	rm -rf $(VENV) $(WEB)/node_modules

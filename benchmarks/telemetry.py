@@ -6,8 +6,9 @@
    to chDB in 5,000-event inserts, for the end-to-end figure.
 2. Query: --events synthetic events (default 10 million, 7 days, 6 protocols x 3 CDNs x
    4 regions) generated inside chDB with INSERT ... SELECT FROM numbers(), then
-   qoe_aggregates (FINAL, exact quantiles) over the whole range, grouped and not, and one
-   SLI count. Best and median of --repeat runs.
+   qoe_aggregates (exact quantiles) over the whole range, grouped and not, from the
+   per-minute rollup (the default path) and from player_events FINAL (source="raw"),
+   and one SLI count. Best and median of --repeat runs.
 
     python -m benchmarks.telemetry --events 10000000
 """
@@ -111,11 +112,18 @@ def bench_query(n: int, repeat: int) -> dict[str, object]:
             store.execute(GENERATE, {"t0": t0_ms, "span": span_ms, "n": n})
             out["generate_s"] = time.perf_counter() - t
             assert store.count_events() == n
+            out["rollup_rows"] = store.query("SELECT count() AS n FROM flowcast.qoe_minute")[0]["n"]
+            # Identical figures from both paths, checked here on the full data set.
+            for by in ((), ("cdn",)):
+                assert qoe_aggregates(store, group_by=by) == qoe_aggregates(store, group_by=by, source="raw")
             cases = {
-                "all, no grouping": lambda: qoe_aggregates(store),
-                "all, by protocol": lambda: qoe_aggregates(store, group_by=("protocol",)),
-                "all, by cdn x region": lambda: qoe_aggregates(store, group_by=("cdn", "region")),
-                "last 24 h, by protocol": lambda: qoe_aggregates(store, now - 86400, now, ("protocol",)),
+                "all, no grouping (rollup)": lambda: qoe_aggregates(store),
+                "all, by cdn (rollup)": lambda: qoe_aggregates(store, group_by=("cdn",)),
+                "all, by protocol (rollup)": lambda: qoe_aggregates(store, group_by=("protocol",)),
+                "all, by cdn x region (rollup)": lambda: qoe_aggregates(store, group_by=("cdn", "region")),
+                "last 24 h, by protocol (hybrid)": lambda: qoe_aggregates(store, now - 86400, now, ("protocol",)),
+                "all, no grouping (raw)": lambda: qoe_aggregates(store, source="raw"),
+                "all, by cdn (raw)": lambda: qoe_aggregates(store, group_by=("cdn",), source="raw"),
                 "SLI count (startup, 1 h)": lambda: sli_counts(store, DEFAULT_SLOS[0], now - 3600, now),
             }
 
@@ -142,6 +150,7 @@ def bench_query(n: int, repeat: int) -> dict[str, object]:
             # Steady state: background merges have collapsed each day's parts (forced here),
             # so FINAL has little left to merge at read time.
             store.execute("OPTIMIZE TABLE flowcast.player_events FINAL")
+            store.execute("OPTIMIZE TABLE flowcast.qoe_minute FINAL")
             out["parts_merged"] = parts()
             out["queries_merged"] = run_all()
         finally:
@@ -161,7 +170,8 @@ def main() -> None:
     print(f"  collector only, 1 core: {ing['collect_s']:.2f} s = {ing['collect_eps']:,.0f} events/s")
     print(f"  collector + chDB insert (5,000-event blocks): {ing['e2e_s']:.2f} s = {ing['e2e_eps']:,.0f} events/s")
     q = bench_query(args.events, args.repeat)
-    print(f"query store: {q['events']:,} events generated in {q['generate_s']:.1f} s")
+    print(f"query store: {q['events']:,} events generated in {q['generate_s']:.1f} s "
+          f"(with the rollup's view; {q['rollup_rows']:,} rollup rows)")
     for key, parts in (("queries", q["parts"]), ("queries_merged", q["parts_merged"])):
         print(f" {'as inserted' if key == 'queries' else 'after OPTIMIZE FINAL'} ({parts} active parts):")
         for name, (best, med) in q[key].items():  # type: ignore[union-attr]

@@ -4,7 +4,7 @@
 set -euo pipefail
 want=(ffmpeg fonts-dejavu-core)
 case "${1:-demo}" in
-  test) want+=(chromium coturn prometheus) ;;
+  test) want+=(chromium coturn prometheus iproute2 iptables) ;;
   bench) want+=(chromium nginx-light) ;;
 esac
 missing=()

@@ -21,8 +21,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("ingest", {})["input"] = args.input
     if args.srt_passphrase is not None:
         out.setdefault("ingest", {})["srt_passphrase"] = args.srt_passphrase
-    if args.mode is not None:
+    if args.mode == "interactive":
+        # WebRTC (WHEP) beside LL-HLS/LL-DASH: the sub-second mode adds an egress, not a packaging
+        out.setdefault("webrtc", {})["enabled"] = True
+    elif args.mode is not None:
         out.setdefault("packaging", {})["mode"] = args.mode
+    if getattr(args, "turn", False):
+        out.setdefault("webrtc", {})["enabled"] = True
+        out["webrtc"].setdefault("turn", {})["enabled"] = True
     if args.host is not None:
         out.setdefault("origin", {})["host"] = args.host
     if args.port is not None:
@@ -186,6 +192,24 @@ def _qoe_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _qoe_consent(args: argparse.Namespace) -> int:
+    """Print the consent proof of one session from a running origin."""
+    import json
+    import urllib.parse
+
+    sid = urllib.parse.quote(args.session, safe="")
+    doc = _admin_request(f"{args.url.rstrip('/')}/qoe/v1/consent/{sid}")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    for d in doc["decisions"]:
+        print(
+            f"{d['ts']:.3f}\t{d['choice']}\tbanner {d['banner_version']} sha256:{d['banner_hash']}\t"
+            f"{d['language']}\t{','.join(d['purposes'])}\tuser {d['user_id'] or '-'}"
+        )
+    return 0
+
+
 def _qoe_erase(args: argparse.Namespace) -> int:
     """LGPD erasure of one user: the raw id is hashed here with the server's key."""
     import os
@@ -213,18 +237,73 @@ def _loadtest(args: argparse.Namespace) -> int:
     """Exit 0 when every acceptance criterion passes, 1 when one fails, 2 when refused."""
     from flowcast.loadtest import LoadTestRefused, run_loadtest
 
+    if getattr(args, "scenario", None) is not None:
+        return _loadtest_scenario(args)
     manifest = "manifest.mpd" if args.protocol == "ll-dash" else "master.m3u8"
     url = args.url or f"http://127.0.0.1:{args.port}/live/{args.stream}/{manifest}"
+    import os
+    from urllib.parse import urlsplit
+
+    from flowcast.loadtest.drills import DrillError, drill_for_target
+
+    drills = []
+    ns = None
     try:
+        if args.drill:
+            drills.append(drill_for_target(
+                args.drill, url, at_s=args.drill_at if args.drill_at is not None else args.duration / 2,
+                pid=args.drill_pid or args.origin_pid, origin_id=args.drill_origin, seconds=args.drill_seconds,
+                target_duration_s=args.target_duration, admin_token=os.environ.get("FLOWCAST_TELEMETRY_ADMIN_TOKEN"),
+            ))
+        if args.netns:
+            from flowcast.loadtest import netns
+            from flowcast.loadtest.profiles import get_profile
+
+            ns = netns.Namespace(ports=(urlsplit(url).port or 80,), impairment=netns.impairment_for(get_profile(args.profile), args.viewers))
+            ns.open()
         report = run_loadtest(
-            url, args.viewers, args.duration, args.profile, args.protocol, args.out, origin_pid=args.origin_pid
+            url, args.viewers, args.duration, args.profile, args.protocol, args.out, origin_pid=args.origin_pid,
+            drills=drills, netns=ns,
         )
-    except LoadTestRefused as exc:
+    except (LoadTestRefused, DrillError) as exc:
+        print(f"flowcast: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # netns.NetnsError: not root, tools missing
+        print(f"flowcast: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if ns is not None:
+            ns.close()
+    for v in report.verdicts:
+        print(f"{v.label:<4}  {v.criterion}: {v.measured} (criterion {v.threshold})")
+    for d in report_drills(report):
+        print(f"{d['verdict']:<4}  drill {d['name']}: {d['expectation']}; measured {d['measured']}")
+    print(f"report  {report.html_path}")
+    return 0 if report.passed and all(d["verdict"] != "FAIL" for d in report_drills(report)) else 1
+
+
+def report_drills(report) -> list:  # type: ignore[no-untyped-def]
+    import json
+
+    return json.loads(report.json_path.read_text()).get("drills", [])
+
+
+def _loadtest_scenario(args: argparse.Namespace) -> int:
+    """`flowcast loadtest --scenario FILE [--scale F]`: exit 0 pass, 1 fail, 2 refused / invalid."""
+    from flowcast.loadtest import LoadTestRefused
+    from flowcast.loadtest.scenario import ScenarioError, load_scenario, run_scenario, scale
+
+    try:
+        sc = scale(load_scenario(args.scenario), args.scale)
+        report = run_scenario(sc, args.out, port=args.port, origin_pid=args.origin_pid)  # --port: the running `flowcast up`
+    except (ScenarioError, LoadTestRefused) as exc:
         print(f"flowcast: {exc}", file=sys.stderr)
         return 2
     for v in report.verdicts:
-        print(f"{v.label:<4}  {v.criterion}: {v.measured} (criterion {v.threshold})")
-    print(f"report  {report.html_path}")
+        print(f"{v['verdict']:<4}  stage {v['stage']} {v['criterion']}: {v['measured']} (criterion {v['threshold']})")
+    for d in report.drills:
+        print(f"{d['verdict']:<4}  stage {d['stage']} drill {d['name']}")
+    print(f"report  {report.md_path}")
     return 0 if report.passed else 1
 
 
@@ -232,22 +311,20 @@ def _watermark_extract(args: argparse.Namespace) -> int:
     import os
 
     from flowcast.protect.watermark import WatermarkError
-    from flowcast.protect.watermark_extract import extract_recording
+    from flowcast.protect.watermark_extract import extract_recording, parse_candidates
 
     secret_hex = os.environ.get(args.secret_env)
     if not secret_hex:
         print(f"flowcast: set {args.secret_env} to the watermark secret (hex)", file=sys.stderr)
         return 2
-    candidates = None
-    if args.candidates is not None:
-        candidates = [line.strip() for line in args.candidates.read_text().splitlines() if line.strip()]
     try:
+        candidates = parse_candidates(args.candidates.read_text()) if args.candidates is not None else None
         match = extract_recording(
             args.recording,
             secret=bytes.fromhex(secret_hex),
             segment_duration=args.segment_duration,
             candidates=candidates,
-            first_segment=None if args.unknown_start else 0,
+            first_segment=None if args.unknown_start else args.first_segment,
         )
     except (WatermarkError, ValueError) as exc:
         print(f"flowcast: {exc}", file=sys.stderr)
@@ -255,7 +332,89 @@ def _watermark_extract(args: argparse.Namespace) -> int:
     if match is None:
         print("no session identified (not enough marked segments, or none of the candidates)")
         return 1
-    print(f"session {match.session_id} (confidence {match.confidence:.6f}, {match.segments} segments)")
+    print(
+        f"session {match.session_id} (confidence {match.confidence:.6f}, {match.segments} segments, "
+        f"{match.agreements} agree, {match.required} needed, offset {match.offset})"
+    )
+    return 0
+
+
+def _pixelstreaming(args: argparse.Namespace) -> int:
+    """Pixel Streaming signalling (+ the simulated streamer), or only a simulated streamer."""
+    from flowcast.webrtc.pixelstreaming.app import (
+        IceConfig,
+        PixelStreamingOptions,
+        run_pixelstreaming,
+        run_streamer,
+        turn_secret_from_env,
+    )
+    from flowcast.webrtc.pixelstreaming.messages import RateLimit
+    from flowcast.webrtc.pixelstreaming.server import Listen
+    from flowcast.webrtc.pixelstreaming.signalling import HubLimits
+
+    try:
+        if args.connect:
+            ice_hosts = tuple(args.ice_host or ())
+            audio, lip_sync = not args.no_audio, args.lip_sync
+            asyncio.run(run_streamer(args.connect, args.streamer_id, args.input_log, ice_hosts=ice_hosts, audio=audio, lip_sync=lip_sync))
+            return 0
+        verifier = None
+        if args.require_token:
+            from flowcast.origin.access import KID, load_or_create_secret
+            from flowcast.protect.tokens import TokenVerifier
+
+            verifier = TokenVerifier({KID: load_or_create_secret(args.data_dir)})
+        turn_secret = turn_secret_from_env()
+        if args.turn_url and not turn_secret:
+            print("flowcast: --turn-url needs $FLOWCAST_TURN_SECRET (coturn static-auth-secret)", file=sys.stderr)
+            return 2
+        options = PixelStreamingOptions(
+            listen=Listen(args.host, args.port, args.streamer_port, args.sfu_port),
+            limits=HubLimits(args.max_players, args.max_message_bytes, RateLimit(args.rate, args.burst)),
+            ice=IceConfig(tuple(args.stun_url or ()), tuple(args.turn_url or ()), turn_secret),
+            verifier=verifier,
+            simulated_streamer=args.simulated_streamer,
+            streamer_id=args.streamer_id,
+            input_log=args.input_log,
+            ice_hosts=tuple(args.ice_host or ()),
+            audio=not args.no_audio,
+            lip_sync=args.lip_sync,
+        )
+        asyncio.run(run_pixelstreaming(options))
+    except (OSError, ValueError) as exc:
+        print(f"flowcast: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _keys_export_cpix(args: argparse.Namespace) -> int:
+    """Our content keys of one stream as a CPIX 2.3 document, for a DRM service."""
+    import os
+
+    from flowcast.protect.cpix import CpixError, cpix_for_store, render_cpix
+    from flowcast.protect.keystore import KeyStore, KeyStoreError, MasterKeyMissing, load_master_key
+
+    data_dir = Path(args.data_dir)
+    try:
+        try:
+            master = load_master_key()
+        except MasterKeyMissing:
+            dev = data_dir / "master.key"  # what `flowcast up` made without FLOWCAST_MASTER_KEY
+            if not dev.exists():
+                raise
+            master = load_master_key(path=dev)
+        doc = cpix_for_store(KeyStore(data_dir / "keys.json", master), args.stream, args.scheme)
+        xml = render_cpix(doc)
+    except (KeyStoreError, CpixError) as exc:
+        print(f"flowcast: keys export-cpix: {exc}", file=sys.stderr)
+        return 2
+    # The document holds the keys in the clear (PlainValue): owner-only, never on stdout.
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(xml)
+    print(f"wrote {len(doc.keys)} content key(s) of stream {args.stream!r} to {args.out} (keys in the clear: send it only over an authenticated, encrypted channel)")
     return 0
 
 
@@ -266,9 +425,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the live pipeline and origin (test source by default)")
     up.add_argument("--config", type=Path, help="YAML configuration (what `flowcast plan` writes)")
-    up.add_argument("--input", help="testsrc | FILE | rtmp://0.0.0.0:1935/live/<key> | srt://0.0.0.0:9000?mode=listener")
+    up.add_argument(
+        "--input", help="testsrc | FILE | rtmp://0.0.0.0:1935/live/<key> | srt://0.0.0.0:9000?mode=listener | whip"
+    )
     up.add_argument("--srt-passphrase", help="SRT passphrase (10-79 characters)")
-    up.add_argument("--mode", choices=["low-latency", "broadcast"])
+    up.add_argument("--mode", choices=["low-latency", "broadcast", "interactive"],
+                    help="interactive: also WebRTC (WHEP) at /whep/<stream>")
+    up.add_argument("--turn", action="store_true", help="run Debian's coturn on loopback; WHEP hands out TURN credentials")
     up.add_argument("--encoder", help="libx264 (default), libx265, libsvtav1, h264_nvenc, h264_qsv, h264_amf")
     up.add_argument("--stream", help="stream name in URLs (default: live)")
     up.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -319,6 +482,11 @@ def make_parser() -> argparse.ArgumentParser:
     erase.add_argument("--url", default="http://127.0.0.1:8080")
     erase.add_argument("--data-dir", type=Path, default=Path("data"))
     erase.set_defaults(func=_qoe_erase)
+    consent = qsub.add_parser("consent", help="one session's recorded consent decisions (LGPD Art. 8 par. 2 proof)")
+    consent.add_argument("--session", required=True, help="the analytics session id")
+    consent.add_argument("--url", default="http://127.0.0.1:8080", help="a running origin (default)")
+    consent.add_argument("--json", action="store_true")
+    consent.set_defaults(func=_qoe_consent)
 
     lt = sub.add_parser("loadtest", help="virtual viewers against a running `flowcast up` on 127.0.0.1")
     lt.add_argument("--viewers", type=int, default=50)
@@ -330,7 +498,27 @@ def make_parser() -> argparse.ArgumentParser:
     lt.add_argument("--stream", default="live")
     lt.add_argument("--origin-pid", type=int, help="PID of `flowcast up`, to chart its CPU and memory")
     lt.add_argument("--out", type=Path, default=Path("loadtest-report"))
+    lt.add_argument("--drill", choices=["origin-kill", "publication-stall", "license-outage"],
+                    help="chaos drill mid-run (stall/outage use $FLOWCAST_TELEMETRY_ADMIN_TOKEN)")
+    lt.add_argument("--drill-at", type=float, help="seconds after the start (default: half the duration)")
+    lt.add_argument("--drill-pid", type=int, help="origin-kill: PID of the `flowcast up` to SIGKILL")
+    lt.add_argument("--drill-origin", default="origin-1", help="origin-kill: its pathway / BaseURL id")
+    lt.add_argument("--drill-seconds", type=float, default=4.0, help="publication-stall / license-outage length")
+    lt.add_argument("--target-duration", type=float, default=2.0, help="the stream's target duration (drill limits)")
+    lt.add_argument("--netns", action="store_true",
+                    help="viewers in a network namespace: the profile's loss and rates applied by the kernel (root)")
+    lt.add_argument("--scenario", type=Path, help="scenario YAML (what `flowcast plan` writes as stream_loadplan_*.yaml)")
+    lt.add_argument("--scale", type=float, default=1.0, help="with --scenario: shrink viewers and durations by this factor (0..1]")
     lt.set_defaults(func=_loadtest)
+
+    keys = sub.add_parser("keys", help="content keys in the key store")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    exp = ksub.add_parser("export-cpix", help="write a stream's keys as a CPIX 2.3 document for a DRM service")
+    exp.add_argument("--stream", required=True)
+    exp.add_argument("--out", type=Path, required=True, help="output file (made 0600: it holds the keys)")
+    exp.add_argument("--data-dir", type=Path, default=Path("data"))
+    exp.add_argument("--scheme", choices=["cenc", "cbcs"], help="commonEncryptionScheme to state on each key")
+    exp.set_defaults(func=_keys_export_cpix)
 
     wm = sub.add_parser("watermark", help="forensic watermark tools")
     wsub = wm.add_subparsers(dest="watermark_command", required=True)
@@ -338,9 +526,34 @@ def make_parser() -> argparse.ArgumentParser:
     ex.add_argument("recording", type=Path)
     ex.add_argument("--secret-env", default="FLOWCAST_WATERMARK_SECRET", help="env var holding the mark secret (hex)")
     ex.add_argument("--segment-duration", type=float, default=2.0)
-    ex.add_argument("--candidates", type=Path, help="file with one candidate session id per line")
+    ex.add_argument("--candidates", type=Path,
+                    help="file with one candidate session id per line (or session_id<TAB>timestamp)")
+    ex.add_argument("--first-segment", type=int, default=0,
+                    help="media sequence number of the recording's first segment (default 0)")
     ex.add_argument("--unknown-start", action="store_true", help="the capture may start mid-stream")
     ex.set_defaults(func=_watermark_extract)
+
+    ps = sub.add_parser("pixelstreaming", help="Unreal Pixel Streaming signalling server (+ simulated streamer) and player page")
+    ps.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ps.add_argument("--port", type=int, default=8090, help="players: page + WebSocket (default 8090)")
+    ps.add_argument("--streamer-port", type=int, default=8888, help="streamers' WebSocket (default 8888)")
+    ps.add_argument("--sfu-port", type=int, help="SFUs' WebSocket (off by default)")
+    ps.add_argument("--simulated-streamer", action="store_true", help="run the simulated Unreal streamer (test source) too")
+    ps.add_argument("--connect", metavar="WS_URL", help="run only a simulated streamer against this signalling server")
+    ps.add_argument("--streamer-id", default="DefaultStreamer")
+    ps.add_argument("--input-log", type=Path, help="append every input event the streamer receives (JSON lines)")
+    ps.add_argument("--max-players", type=int, default=0, help="players per streamer (0 = unlimited)")
+    ps.add_argument("--max-message-bytes", type=int, default=64 * 1024)
+    ps.add_argument("--rate", type=float, default=50.0, help="signalling messages per second per connection")
+    ps.add_argument("--burst", type=int, default=100)
+    ps.add_argument("--require-token", action="store_true", help="players need a signed token granting /live/<streamer-id>/")
+    ps.add_argument("--data-dir", type=Path, default=Path("data"), help="where the token secret lives")
+    ps.add_argument("--stun-url", action="append", help="STUN URL for clients (repeatable)")
+    ps.add_argument("--turn-url", action="append", help="TURN URL (repeatable); secret from $FLOWCAST_TURN_SECRET")
+    ps.add_argument("--no-audio", action="store_true", help="simulated streamer: video only (no Opus test tone)")
+    ps.add_argument("--lip-sync", action="store_true", help="simulated streamer: audio in the video's stream (browser syncs; adds delay)")
+    ps.add_argument("--ice-host", action="append", help="simulated streamer: host candidate address (repeatable), e.g. 127.0.0.1")
+    ps.set_defaults(func=_pixelstreaming)
     return parser
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowcast.transcode.ladder import DEFAULT_LADDER, Ladder
 
@@ -21,9 +21,11 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # "testsrc" (built-in test source with a burned-in wall clock), a file path (looped),
-    # rtmp://0.0.0.0:1935/live/<stream-key> or srt://0.0.0.0:9000?mode=listener
+    # rtmp://0.0.0.0:1935/live/<stream-key>, srt://0.0.0.0:9000?mode=listener or "whip"
     input: str = "testsrc"
     srt_passphrase: str | None = Field(default=None, min_length=10, max_length=79)
+    # input "whip": the publisher's `Authorization: Bearer` token; made up at start when absent
+    whip_token: str | None = Field(default=None, min_length=16, max_length=256, repr=False)
 
 
 class PackagingConfig(BaseModel):
@@ -55,6 +57,27 @@ class PackagingConfig(BaseModel):
         return self
 
 
+class ForensicWatermarkConfig(BaseModel):
+    """Forensic A/B watermark of one premium rendition, served per session (protect/watermark.py).
+
+    The secret keys both the luma pattern and the session codewords: from ``secret_env``
+    (hex, >= 16 bytes) or else ``watermark.secret`` under data_dir (0600, made on first use).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rendition: str = Field(description="name of the ladder rung encoded as variants A and B")
+    secret_env: str = "FLOWCAST_WATERMARK_SECRET"
+    # Coarse timestamp carried in the payload: the token's expiry in units of this many seconds.
+    timestamp_unit_s: int = Field(default=3600, ge=60, le=86400)
+
+
+class WatermarkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forensic: ForensicWatermarkConfig | None = None
+
+
 class ProtectionConfig(BaseModel):
     """What premium content needs: encryption and signed URLs (both off by default)."""
 
@@ -64,6 +87,16 @@ class ProtectionConfig(BaseModel):
     key_rotation_interval: int = Field(default=0, ge=0, description="segments per key; 0 = one key")
     require_token: bool = False
     token_ttl: int = Field(default=4 * 3600, ge=60, le=7 * 86400)
+    watermark: WatermarkConfig = WatermarkConfig()
+    # A CPIX 2.x document from a DRM service (clear content keys, Widevine/PlayReady PSSH):
+    # encrypt with its keys and KIDs instead of generated ones (protect/cpix.py).
+    cpix: Path | None = None
+
+    @model_validator(mode="after")
+    def _cpix_needs_scheme(self) -> "ProtectionConfig":
+        if self.cpix is not None and self.scheme == "none":
+            raise ValueError("protection.cpix needs protection.scheme cenc or cbcs")
+        return self
 
 
 class OriginConfig(BaseModel):
@@ -76,6 +109,32 @@ class OriginConfig(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_self_signed: bool = False
+    # Redundant origins: the base URL (scheme://host:port) of every origin packaging this
+    # stream, this one included, in priority order. Each becomes an HLS Content Steering
+    # pathway (PATHWAY-ID) and a DASH BaseURL; numbering is epoch-aligned, so any origin
+    # serves any viewer. Empty: one origin, relative URLs.
+    redundant: tuple[str, ...] = ()
+
+    @field_validator("redundant")
+    @classmethod
+    def _redundant_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        from urllib.parse import urlsplit  # noqa: PLC0415 - only this validator needs it
+
+        if not urls:
+            return urls
+        if len(urls) < 2:
+            raise ValueError("list at least two origins (this one included), or none")
+        out = []
+        for url in urls:
+            u = urlsplit(url)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError(f"{url!r} is not an http(s)://host:port base URL")
+            if u.username or u.password or u.query or u.fragment or u.path not in ("", "/"):
+                raise ValueError(f"{url!r}: a base URL has no credentials, path, query or fragment")
+            out.append(url.rstrip("/"))
+        if len(set(out)) != len(out):
+            raise ValueError("origins must be distinct")
+        return tuple(out)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "OriginConfig":
@@ -109,9 +168,105 @@ class TelemetryConfig(BaseModel):
     slo_file: Path | None = None
     flush_interval_s: float = Field(default=1.0, ge=0.05, le=60.0)
     max_pending: int = Field(default=200_000, ge=1000, description="access events held before dropping")
+    # OpenTelemetry: OTLP/HTTP collector base URL (http://host:4318); unset: the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT variable, and without it no tracing (origin/tracing.py).
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    # Alerts (cost anomalies): always the log; also POSTed as JSON to the URL held in
+    # this environment variable when it is set (the URL may carry a secret: not in config).
+    alert_webhook_env: str = "FLOWCAST_ALERT_WEBHOOK_URL"
+    # Cost: egress USD/GB per viewer region ("default" for any other region and for
+    # requests without a session), USD per transcode (encoder) hour.
+    egress_price_per_gb: dict[str, float] = Field(default_factory=lambda: {"default": 0.085})
+    transcode_price_per_hour: float = Field(default=0.50, ge=0)
+    cost_interval_s: float = Field(default=60.0, ge=1.0, le=86400.0)
+    # Anomaly: cost per viewer-minute above anomaly_factor x the mean of the trailing
+    # anomaly_baseline samples (after anomaly_warmup of them) fires; back under resolves.
+    anomaly_factor: float = Field(default=3.0, gt=1.0, le=100.0)
+    anomaly_baseline: int = Field(default=30, ge=2, le=10_000)
+    anomaly_warmup: int = Field(default=5, ge=1, le=10_000)
+    # Consent proofs (LGPD Art. 8 par. 2: consent must be demonstrable): kept this long.
+    consent_retention_days: int = Field(default=1825, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _prices(self) -> "TelemetryConfig":
+        if "default" not in self.egress_price_per_gb:
+            raise ValueError("egress_price_per_gb must have a 'default' price")
+        if any(v < 0 for v in self.egress_price_per_gb.values()):
+            raise ValueError("egress_price_per_gb: prices must not be negative")
+        return self
 
     def store_dir(self, data_dir: Path) -> Path:
         return self.store_path if self.store_path.is_absolute() else Path(data_dir) / self.store_path
+
+
+class TurnConfig(BaseModel):
+    """`flowcast up --turn`: Debian's coturn on loopback, TURN REST credentials per WHEP session."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    listen_ip: str = "127.0.0.1"
+    # The address clients reach coturn at, when it differs from listen_ip (NAT, a public
+    # IP in front): coturn's external-ip, and the host in the advertised turn: URLs.
+    external_ip: str | None = None
+    port: int = Field(default=3478, ge=1, le=65535)
+    min_port: int = Field(default=49160, ge=1024, le=65535)
+    max_port: int = Field(default=49200, ge=1024, le=65535)
+    # Environment variable holding the coturn static-auth-secret; unset: a 0600 file under
+    # data_dir (development only).
+    secret_env: str = "FLOWCAST_TURN_SECRET"
+    credential_ttl: int = Field(default=3600, ge=60, le=86400)
+    # Tests on one machine relay to loopback peers; never in production.
+    allow_loopback_peers: bool = False
+
+
+class WebRTCConfig(BaseModel):
+    """The interactive mode's WHEP egress: one low-latency H.264/Opus rendition, forwarded
+    to every viewer without re-encoding."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    width: int = Field(default=1280, gt=0, le=1920)
+    height: int = Field(default=720, gt=0, le=1080)
+    fps: float = Field(default=30.0, gt=0, le=60)
+    video_bitrate_kbps: int = Field(default=2000, gt=0, le=20_000)
+    gop_s: float = Field(default=1.0, ge=0.2, le=4.0, description="keyframe interval: a new viewer's wait")
+    audio_bitrate_kbps: int = Field(default=64, ge=16, le=256)
+    max_viewers: int = Field(default=200, ge=1, le=10_000)
+    # A peer that has not connected within this time (ICE never completes) is closed.
+    connect_timeout_s: float = Field(default=15.0, ge=1.0, le=120.0)
+    stun_urls: tuple[str, ...] = ()
+    # Addresses the server's ICE host candidates use; empty: every non-loopback interface
+    # (aioice's default). ["127.0.0.1"] for tests on one machine; a public interface's
+    # address in production to keep media off internal networks.
+    ice_host_addresses: tuple[str, ...] = ()
+    turn: TurnConfig = TurnConfig()
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (4:2:0 chroma subsampling)")
+        return v
+
+    @field_validator("ice_host_addresses")
+    @classmethod
+    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress  # noqa: PLC0415 - only this validator needs it
+
+        for a in v:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise ValueError(f"{a!r} is not an IP address") from None
+        return v
+
+    @model_validator(mode="after")
+    def _turn_ports(self) -> "WebRTCConfig":
+        if self.turn.enabled and self.turn.min_port >= self.turn.max_port:
+            raise ValueError("turn.min_port must be below turn.max_port")
+        return self
 
 
 class FlowcastConfig(BaseModel):
@@ -125,7 +280,23 @@ class FlowcastConfig(BaseModel):
     protection: ProtectionConfig = ProtectionConfig()
     origin: OriginConfig = OriginConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    webrtc: WebRTCConfig = WebRTCConfig()
     data_dir: Path = Path("data")
+
+    @model_validator(mode="after")
+    def _forensic_watermark_fits(self) -> "FlowcastConfig":
+        forensic = self.protection.watermark.forensic
+        if forensic is None:
+            return self
+        field = "protection.watermark.forensic"
+        rungs = [r.name for r in self.ladder.rungs]
+        if forensic.rendition not in rungs:
+            raise ValueError(f"{field}.rendition: {forensic.rendition!r} is not a ladder rung ({', '.join(rungs)})")
+        if not self.protection.require_token:
+            # The variant sequence is chosen from the token's session id: without signed
+            # tokens anyone could pick (or forge) the session a capture accuses.
+            raise ValueError(f"{field} needs protection.require_token: true (the session id comes from the token)")
+        return self
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -105,7 +105,7 @@ def test_delta_update_live(live: LiveProcess) -> None:
     "query,status",
     [
         ("_HLS_part=1", 400),  # _HLS_part without _HLS_msn
-        ("_HLS_msn=999999", 400),  # more than last MSN + 2
+        ("_HLS_msn=99999999999", 400),  # more than last MSN + 2 (MSNs count wall-clock segments since 1970)
         ("_HLS_msn=abc", 400),
         ("_HLS_msn=1&_HLS_skip=MAYBE", 400),
     ],

@@ -47,11 +47,24 @@ def test_report_and_erase_commands(tmp_path: Path) -> None:
         assert any(line.startswith("cloudfront\t1\t640") for line in lines), out.stdout
         bad = flowcast("qoe", "report", "--by", "user_id", "--url", live.base)
         assert bad.returncode == 2 and "--by" in bad.stderr
+        # alice's consent decision, as her player records it with the banner facts.
+        grant = {"session_id": "c1", "action": "grant", "banner_version": "2026-11", "banner_hash": "0f" * 32,
+                 "language": "pt-BR", "purposes": ["qoe_analytics"], "user_id": "alice"}
+        assert httpx.post(live.url("/qoe/v1/consent"), json=grant, timeout=10).status_code == 201
         # Erasure by the raw id: hashed with the server's key (the dev key file here).
         out = flowcast("qoe", "erase", "--user", "alice", "--url", live.base, "--data-dir", str(tmp_path / "data"))
         assert out.returncode == 0 and "erased 1 session" in out.stdout, out.stdout + out.stderr
         assert httpx.get(live.url("/qoe/v1/sessions/c1"), timeout=10).status_code == 404
         assert httpx.get(live.url("/qoe/v1/sessions/c2"), timeout=10).status_code == 200
+        # The consent proof outlives the erasure (docs/telemetry.md, LGPD Art. 8 par. 2, 16 I).
+        out = flowcast("qoe", "consent", "--session", "c1", "--url", live.base)
+        assert out.returncode == 0, out.stderr
+        (line,) = out.stdout.splitlines()
+        assert "\tgranted\tbanner 2026-11 sha256:" + "0f" * 32 + "\tpt-BR\tqoe_analytics\tuser " in line, line
+        assert line.split("user ")[1] != "-"  # the pseudonymous hash, not the raw id
+        assert "alice" not in line
+        out = flowcast("qoe", "consent", "--session", "nobody", "--url", live.base)
+        assert out.returncode != 0 and "404" in out.stderr
     finally:
         live.stop()
     # Stopped: the store itself answers (data survived the restart of nothing but the CLI).

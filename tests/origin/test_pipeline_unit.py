@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "media"))
 
 from _ffmedia import HAVE_FFMPEG, MediaFactory  # noqa: E402
 
-from flowcast.config import FlowcastConfig, PackagingConfig  # noqa: E402
+from flowcast.config import FlowcastConfig, OriginConfig, PackagingConfig  # noqa: E402
 from flowcast.media.cmaf import write_chunk  # noqa: E402
 from flowcast.media.fmp4 import FragmentedMP4Reader  # noqa: E402
 from flowcast.media.types import Fragment, InitSegment, Sample  # noqa: E402
@@ -80,10 +80,11 @@ class Source:
         return b"".join(out)
 
 
-def _pipeline(dvr_window: float = 60.0) -> tuple[LivePipeline, MediaStore]:
+def _pipeline(dvr_window: float = 60.0, redundant: tuple[str, ...] = ()) -> tuple[LivePipeline, MediaStore]:
     config = FlowcastConfig(
         ladder=Ladder(rungs=(Rung(name=VIDEO, width=320, height=240, video_bitrate_kbps=400),)),
         packaging=PackagingConfig(segment_duration=1.0, part_target=0.5, dvr_window=dvr_window),
+        origin=OriginConfig(redundant=redundant),
     )
     store = MediaStore()
     return LivePipeline(config, store), store
@@ -234,3 +235,47 @@ def test_preload_hint_is_announced_to_the_store(sources) -> None:
         assert len(store._expected) == 2  # one live hint per rendition, the rest consumed
 
     asyncio.run(main())
+
+
+@on_loop
+def test_numbers_follow_the_wall_clock_across_a_restart(sources) -> None:
+    """Epoch-aligned numbering (redundant origins agree on it): MSN = the segment slot of the
+    media's wall clock, so after an encoder downtime the numbers jump by the downtime; HLS
+    lists the skipped numbers as gaps and the MPD ends the old run's Period at its last
+    segment (endNumber), so no player asks for a number nobody produced."""
+    from flowcast.origin.pipeline import aligned_msn
+    from flowcast.package.mpd import parse_mpd
+
+    p, store = _pipeline(redundant=("http://127.0.0.1:8081", "http://127.0.0.1:8082"))
+    p.on_run_start(1, time.time())
+    v, a = Source(*sources[VIDEO]), Source(*sources[AUDIO], start=48000 * 20)
+    v.next_dt = round(20 * 30 * v.samples[0].duration)  # media t = 20 s now: the run began 20 s ago
+    p.on_output(VIDEO, v.init)
+    p.on_output(AUDIO, a.init)
+    _feed(p, {VIDEO: v, AUDIO: a}, 3.0)
+    first = p.periods[0]
+    assert first.start_number == aligned_msn(first.start, 1.0)
+    assert abs(first.start - (time.time() - 20)) < 5  # timeline t = wall clock since 1970
+    p.on_run_start(2, time.time())  # closes what run 1 left open
+    last_run1 = min(r.segments[-1].msn for r in p.renditions.values())
+    v, a = Source(*sources[VIDEO]), Source(*sources[AUDIO])
+    p.on_output(VIDEO, v.init)
+    p.on_output(AUDIO, a.init)
+    _feed(p, {VIDEO: v, AUDIO: a}, 3.0)
+    second = p.periods[1]
+    assert second.start_number == aligned_msn(second.start, 1.0) > last_run1 + 10  # ~17 s of downtime
+    for name in (VIDEO, AUDIO):
+        msns = [s.msn for s in p.renditions[name].segments]
+        assert msns == list(range(msns[0], msns[0] + len(msns))), (name, msns)
+        skipped = [s.msn for s in p.renditions[name].segments if s.gap]
+        assert skipped and skipped[-1] == second.start_number - 1
+        pl = store.playlist(f"live/{name}/index.m3u8")
+        assert pl is not None and conformance.errors(conformance.check_media_playlist(pl.full.decode())) == []
+    mpd_bytes = store.get("live/manifest.mpd")
+    assert mpd_bytes is not None
+    text = mpd_bytes.data.decode()
+    assert f'endNumber="{first.last_msn}"' in text and first.last_msn == last_run1
+    periods = parse_mpd(text).periods
+    assert [per.adaptation_sets[0].segment_template.start_number for per in periods] == [
+        first.start_number, second.start_number,
+    ]

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+# Packs built by these tests keep their diagrams as .mmd (no Chromium per pack); the diagram
+# test switches rendering back on for itself.
+os.environ.setdefault("FLOWCAST_PLAN_RENDER", "0")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PSS = EXAMPLES / "brief_pixel_streaming_brazil.yaml"

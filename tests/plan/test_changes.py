@@ -82,7 +82,19 @@ def test_mobile_only_audience_tops_at_720p(ch_raw):
     assert plan.distribution.ladder.rungs[0].height == 720
 
 
-def test_contract_without_price_table_is_said(ch_raw):
-    plan = decide(parse_brief(with_(ch_raw, "constraints.cdn_contracts", ["akamai"])))
-    assert "akamai" in str(plan.cdn.reason) and "CloudFront list prices" in str(plan.cdn.reason)
-    assert not plan.adjustments  # a contracted CDN is never swapped for budget reasons
+def test_contracted_cdn_is_priced_at_its_own_rates(ch_raw):
+    from flowcast.plan import data
+    from flowcast.plan.cost import GB_PER_KBPS_HOUR
+
+    for name in ("fastly", "akamai"):
+        plan = decide(parse_brief(with_(ch_raw, "constraints.cdn_contracts", [name])))
+        assert plan.cdn.name == name and name in str(plan.cdn.reason) and "CloudFront" not in str(plan.cdn.reason)
+        assert all(a.key != "adj_cdn" for a in plan.adjustments)  # a contracted CDN is never swapped for budget reasons
+        tiers = data.prices()["cdn"][name]["egress"]
+        for line in (x for x in plan.cost.lines if x.item == "CDN egress"):
+            share = next(r.share for r in plan.brief.inputs.audience.regions if r.region == line.region)
+            gb = plan.viewer_hours.value * share * plan.delivered_kbps.value * GB_PER_KBPS_HOUR
+            assert line.usd == data.tiered_cost(gb, tiers[line.region]) and line.price_table == f"cdn.{name}"
+    cf = decide(parse_brief(ch_raw))
+    fastly = decide(parse_brief(with_(ch_raw, "constraints.cdn_contracts", ["fastly"])))
+    assert fastly.cost.total_usd != cf.cost.total_usd

@@ -32,7 +32,7 @@ def test_probe_caps_ladder_and_sets_gop(sample_720p25, tmp_path):
     assert b.ladder.rungs[0].height == 720 and all(r.fps == 25.0 for r in b.ladder.rungs)
     assert b.gop_frames.value == 150  # 6 s x 25 fps
     assert "-g 150" in b.ffmpeg["libx264"]
-    assert "probed source height 720p" in " ".join(r.rule for r in b.rung_rules)
+    assert "probed source height 720p" in " ".join(str(r.rule) for r in b.rung_rules)
 
 
 def test_probe_error_names_the_file(tmp_path):

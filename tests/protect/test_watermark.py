@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from flowcast.protect.watermark import (
+    PAYLOAD_EVERY,
     Match,
     WatermarkCodec,
     binomial_tail,
@@ -57,13 +58,21 @@ def test_codeword_is_deterministic_keyed_and_cyclic() -> None:
     assert word == WatermarkCodec(SECRET).codeword("s1", STAMP)
     assert word != codec.codeword("s2", STAMP)
     assert word != WatermarkCodec(b"another-secret-of-32-bytes......").codeword("s1", STAMP)
-    for i in (0, 5, 123, 124, 129, 10_000):
-        assert codec.variant_for("s1", STAMP, i) == ("B" if word[i % 124] else "A")
-    # causal code: the first 80 positions depend on the session alone, not the timestamp
+    seq = codec.sequence("s1", STAMP)
+    assert len(seq) == codec.period == PAYLOAD_EVERY * 124
+    assert seq[::PAYLOAD_EVERY] == word  # the payload symbols, every 8th segment
+    for i in (0, 5, 123, 124, 129, 992, 10_000, 1_795_620_170):
+        assert codec.variant_for("s1", STAMP, i) == ("B" if seq[i % codec.period] else "A")
+    # causal code: the first 80 symbols depend on the session alone, not the timestamp
     other = codec.codeword("s1", STAMP + 1)
     assert word[:80] == other[:80] and word[80:] != other[80:]
+    # the tag positions depend on the session alone, and differ between sessions
+    later = codec.sequence("s1", STAMP + 1)
+    assert all(a == b for i, (a, b) in enumerate(zip(seq, later)) if i % PAYLOAD_EVERY)
+    s2 = codec.sequence("s2", STAMP)
+    assert 0.4 < float(np.mean([a != b for i, (a, b) in enumerate(zip(seq, s2)) if i % PAYLOAD_EVERY])) < 0.6
     # keyed scrambling keeps A and B balanced
-    assert 40 <= sum(word) <= 84
+    assert 40 <= sum(word) <= 84 and 0.45 < float(np.mean(seq)) < 0.55
 
 
 def test_short_secret_refused() -> None:
@@ -85,27 +94,45 @@ def test_viterbi_corrects_errors() -> None:
 def test_decode_with_candidates_synthetic() -> None:
     codec = WatermarkCodec(SECRET)
     rng = np.random.default_rng(2)
-    truth = _signs(codec.codeword(SESSIONS[1], STAMP))
+    truth = _signs(codec.sequence(SESSIONS[1], STAMP))
     soft = 0.7 * truth[:40] + rng.normal(0, 0.3, 40)
     match = codec.decode(list(soft), list(SESSIONS))
     assert match is not None and match.session_id == SESSIONS[1]
     assert match.agreements >= match.required and match.confidence > 1 - 1e-6
-    # with the timestamp from the session log, the whole cycle counts
-    soft_late = 0.7 * truth[84:124] + rng.normal(0, 0.3, 40)
-    assert codec.decode(list(soft_late), list(SESSIONS), offset=84) is None  # tag-only bits: none here
-    match = codec.decode(list(soft_late), {s: STAMP for s in SESSIONS}, offset=84)
+    assert match.segments <= 35  # 5 of the 40 carry payload symbols, not tag bits
+    # the session log's timestamps are reported with the match
+    match = codec.decode(list(soft), {s: STAMP for s in SESSIONS})
+    assert match is not None and match.session_id == SESSIONS[1] and match.timestamp == STAMP
+    # late in the period, its start known (and not: the wrong start names nobody)
+    soft_late = 0.7 * truth[600:640] + rng.normal(0, 0.3, 40)
+    assert codec.decode(list(soft_late), list(SESSIONS), offset=0) is None
+    match = codec.decode(list(soft_late), list(SESSIONS), offset=600)
     assert match is not None and match.session_id == SESSIONS[1]
-    # unknown start: every cyclic offset searched
+    # unknown start: a window of starts, or every start of the period
     soft_mid = 0.8 * truth[20:80] + rng.normal(0, 0.2, 60)
+    match = codec.decode(list(soft_mid), list(SESSIONS), offset=range(64))
+    assert match is not None and match.session_id == SESSIONS[1] and match.offset == 20
     match = codec.decode(list(soft_mid), list(SESSIONS), offset=None)
     assert match is not None and match.session_id == SESSIONS[1] and match.offset == 20
+
+
+def test_same_hour_sessions_are_not_confused() -> None:
+    """Sessions of the same timestamp share the timestamp's payload symbols; the candidate
+    test must not count them (it would, with the payload codeword alone, accuse an innocent
+    session of the same hour on a capture spanning those symbols)."""
+    codec = WatermarkCodec(SECRET)
+    start = PAYLOAD_EVERY * 92  # the payload symbols that depend on the timestamp only
+    outsider = _signs(codec.sequence("outsider", STAMP))[start : start + 256]
+    others = [f"same-hour-{i}" for i in range(50)]
+    assert codec.decode(list(outsider), {s: STAMP for s in others}, offset=start) is None
+    assert codec.decode(list(outsider), {"outsider": STAMP}, offset=start) is not None
 
 
 def test_blind_decode_full_cycle() -> None:
     codec = WatermarkCodec(SECRET)
     rng = np.random.default_rng(3)
-    truth = _signs(codec.codeword(SESSIONS[2], STAMP))
-    soft = np.concatenate([truth, truth]) * 0.7 + rng.normal(0, 0.35, 248)
+    truth = _signs(codec.sequence(SESSIONS[2], STAMP))
+    soft = truth * 0.7 + rng.normal(0, 0.35, codec.period)
     match = codec.decode(list(soft), None)
     assert match is not None
     assert match.session_id == f"tag:{codec.tag(SESSIONS[2]):010x}"
@@ -129,7 +156,7 @@ def test_no_accusation_on_random_captures() -> None:
     codec = WatermarkCodec(SECRET)
     rng = np.random.default_rng(4)
     agree = []
-    w = _signs(codec.codeword(SESSIONS[0], STAMP))[:48]
+    w = _signs(codec.sequence(SESSIONS[0], STAMP))[:48]
     for _ in range(300):
         soft = rng.choice([-0.8, 0.8], 48) + rng.normal(0, 0.2, 48)  # a clean, random A/B capture
         assert codec.decode(list(soft), list(SESSIONS)) is None
@@ -316,13 +343,13 @@ def test_extract_names_the_session(attacked: dict[tuple[str, str], Path], attack
 
 
 def test_extract_finds_a_late_start(ab: ABMedia, attacked: dict[tuple[str, str], Path]) -> None:
-    """A capture that starts 0.4 s into segment 3 and whose index is not known."""
+    """A capture that starts 0.4 s into segment 3, known only to start in the first 8."""
     sid = SESSIONS[0]
     cut = ab.root / "late.mp4"
     _ffmpeg("-ss", "3.4", "-i", str(attacked[(sid, "crf30")]), "-c:v", "libx264", "-preset", "veryfast",
             "-crf", "26", "-threads", "2", str(cut))
     match = extract_recording(cut, secret=SECRET, segment_duration=1.0, candidates=list(SESSIONS),
-                              first_segment=None, false_positive=1e-4)
+                              first_segment=range(8), false_positive=1e-4)
     assert match is not None and match.session_id == sid and match.offset == 4
 
 

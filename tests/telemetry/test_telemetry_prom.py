@@ -21,9 +21,12 @@ PROMTOOL = shutil.which("promtool")
 
 def test_rules_cover_every_slo_and_burn_rate_pair() -> None:
     doc = alert_rules()
-    assert len(doc["groups"]) == len(DEFAULT_SLOS)
-    alerts = [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+    slo_groups = [g for g in doc["groups"] if g["name"].startswith("flowcast-slo-")]
+    assert len(slo_groups) == len(DEFAULT_SLOS)
+    alerts = [r for g in slo_groups for r in g["rules"] if "alert" in r]
     assert len(alerts) == len(DEFAULT_SLOS) * len(DEFAULT_RULES)
+    (cost,) = [g for g in doc["groups"] if g["name"] == "flowcast-cost"]
+    assert cost["rules"][0]["expr"] == "max(flowcast_cost_anomaly) == 1"  # the origin's gauge
     page = next(a for a in alerts if a["alert"] == "FlowcastSloBurn_startup_p95_2s_1h_5m")
     # standards.md section 6: 14.4 x (1 - 0.95) on both the 1 h and the 5 m window.
     assert page["expr"] == (
@@ -31,7 +34,7 @@ def test_rules_cover_every_slo_and_burn_rate_pair() -> None:
         'flowcast:qoe_sli_error_ratio:5m{slo="startup_p95_2s"} > 0.72'
     )
     assert page["labels"]["severity"] == "page"
-    records = [r["expr"] for g in doc["groups"] for r in g["rules"] if "record" in r]
+    records = [r["expr"] for g in slo_groups for r in g["rules"] if "record" in r]
     assert all(GOOD in e and TOTAL in e for e in records)
     assert {a["labels"]["severity"] for a in alerts} == {"page", "ticket"}
 
@@ -61,6 +64,7 @@ def test_grafana_dashboard_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]]
     for _title, expr in PANELS:
         assert expr in exprs
+    assert "flowcast_cost_per_viewer_minute_usd" in exprs
     for slo in DEFAULT_SLOS:
         assert f'flowcast:qoe_sli_error_ratio:1h{{slo="{slo.name}"}}' in exprs
     ids = [p["id"] for p in doc["panels"]]

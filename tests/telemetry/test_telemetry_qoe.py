@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from flowcast.telemetry.collector import Collector, CollectorConfig
-from flowcast.telemetry.qoe import GROUP_FIELDS, qoe_aggregates, sli_counts
+from flowcast.telemetry.qoe import GROUP_FIELDS, plan, qoe_aggregates, sli_counts
 from flowcast.telemetry.slo import DEFAULT_SLOS
 from flowcast.telemetry.store import EmbeddedStore
 
@@ -55,10 +55,15 @@ def check(row: dict, truth: dict) -> None:
         assert row[f] == pytest.approx(truth[f], rel=1e-12), f
 
 
-def test_overall_matches_ground_truth(loaded) -> None:
+SOURCES = ("raw", "auto")  # the exact raw-table path, and the rollup (or hybrid) path
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_overall_matches_ground_truth(loaded, source: str) -> None:
     sess, store, n = loaded
     assert n >= N_EVENTS and store.count_events() == n
-    (row,) = qoe_aggregates(store)
+    assert plan(None, None, (), source) == ("raw" if source == "raw" else "rollup")
+    (row,) = qoe_aggregates(store, source=source)
     truth = synth.ground_truth(sess, 0, 2**62)[()]
     check(row.as_dict(), truth)
     # Sanity on the known distributions (lognormal startup median e^6.8 ~ 898 ms).
@@ -66,11 +71,16 @@ def test_overall_matches_ground_truth(loaded) -> None:
     assert 0.0 < row.rebuffer_ratio < 0.05 and 0.0 < row.error_rate < 0.05
 
 
+@pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("group_by", [("protocol",), ("cdn", "region"), ("player_version", "stream_id")])
-def test_grouped_and_time_range(loaded, group_by: tuple[str, ...]) -> None:
+def test_grouped_and_time_range(loaded, group_by: tuple[str, ...], source: str) -> None:
     sess, store, _ = loaded
+    # T0 is not on a minute: "auto" reads whole minutes from the rollup and both
+    # sub-minute edges from the raw events.
     start_ms, end_ms = T0_MS + 3_600_000, T0_MS + 3 * 3_600_000
-    rows = qoe_aggregates(store, start_ms / 1000, end_ms / 1000, group_by)
+    assert start_ms % 60_000 and end_ms % 60_000
+    assert plan(start_ms / 1000, end_ms / 1000, group_by, source) == ("raw" if source == "raw" else "hybrid")
+    rows = qoe_aggregates(store, start_ms / 1000, end_ms / 1000, group_by, source)
     truth = synth.ground_truth(sess, start_ms, end_ms, group_by)
     assert {tuple(r.group[g] for g in group_by) for r in rows} == set(truth)
     for r in rows:
@@ -104,3 +114,21 @@ def test_group_by_is_allowlisted(loaded) -> None:
 def test_empty_range(loaded) -> None:
     _, store, _ = loaded
     assert qoe_aggregates(store, 0, 1) == []
+    assert plan(0, 7200.5, ()) == "hybrid" and qoe_aggregates(store, 0, 7200.5) == []
+    assert qoe_aggregates(store, 0, 7200, ("cdn",)) == []
+
+
+def test_minute_aligned_range_reads_rollup_only(loaded) -> None:
+    sess, store, _ = loaded
+    start_ms = (T0_MS // 60_000 + 30) * 60_000
+    end_ms = start_ms + 97 * 60_000
+    assert plan(start_ms / 1000, end_ms / 1000, ("cdn",)) == "rollup"
+    rows = qoe_aggregates(store, start_ms / 1000, end_ms / 1000, ("cdn",))
+    truth = synth.ground_truth(sess, start_ms, end_ms, ("cdn",))
+    assert len(rows) == len(truth) == 3
+    for r in rows:
+        check(r.as_dict(), truth[(r.group["cdn"],)])
+    # No whole minute inside the range: raw only.
+    assert plan(start_ms / 1000 + 30, start_ms / 1000 + 110, ()) == "raw"
+    assert plan(start_ms / 1000 + 30, start_ms / 1000 + 150, ()) == "hybrid"
+

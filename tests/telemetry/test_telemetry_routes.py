@@ -222,8 +222,10 @@ def test_consent_withdrawal_erases_and_refuses(run) -> None:
         await client.get("/live/s/p.m4s", params={"CMCD": 'sid="gone"'})  # after withdrawal: not kept
         await svc.flush()
         assert (await client.get("/qoe/v1/sessions/gone")).status_code == 404
-        r = await client.post("/qoe/v1/consent", json={"session_id": "gone", "action": "grant"})
+        r = await client.post("/qoe/v1/consent", json={"session_id": "gone", "action": "regrant"})
         assert r.status_code == 400 and r.json()["field"] == "action"
+        r = await client.post("/qoe/v1/consent", json={**GRANT, "session_id": "gone"})
+        assert r.status_code == 400 and r.json()["field"] == "session_id"  # withdrawn stays withdrawn
         assert "gone" in (Path(svc._withdrawn_file).read_text().split())
 
     run(scenario)
@@ -267,3 +269,66 @@ def test_query_parsers() -> None:
     assert parse_group_by("cdn,protocol") == ("cdn", "protocol")
     with pytest.raises(BadQuery):
         parse_group_by("cdn,session_id")
+
+
+BANNER_HASH = "ab" * 32
+GRANT = {"session_id": "c1", "action": "grant", "banner_version": "2026-11", "banner_hash": BANNER_HASH,
+         "language": "pt-BR", "purposes": ["qoe_analytics"], "user_id": "alice"}
+
+
+def test_consent_proof_recorded_shown_and_kept_after_erasure(run) -> None:
+    """Each decision is stored with the banner facts; withdrawal is recorded beside the
+    grant; erasing the user (Art. 18 VI) removes their viewing data but keeps the proof
+    (Art. 8 par. 2, Art. 16 I)."""
+
+    async def scenario(server, client, svc, media) -> None:
+        r = await client.post("/qoe/v1/consent", json=GRANT)
+        assert r.status_code == 201 and r.json()["recorded"] == "granted", r.text
+        assert (await post(client, batch("c1", user="alice"))).status_code == 202
+        r = await client.post("/qoe/v1/consent", json={**GRANT, "session_id": "", "action": "decline", "user_id": 5})
+        assert r.status_code == 400 and r.json()["field"] == "user_id"
+        decline = {k: v for k, v in GRANT.items() if k != "user_id"}
+        r = await client.post("/qoe/v1/consent", json={**decline, "session_id": "", "action": "decline"})
+        assert r.status_code == 201, r.text
+        await svc.flush()
+        doc = (await client.get("/qoe/v1/consent/c1")).json()
+        (g,) = doc["decisions"]
+        h = hash_user_id("alice", TEST_KEY)
+        assert (g["choice"], g["banner_version"], g["banner_hash"], g["language"], g["purposes"], g["user_id"]) == (
+            "granted", "2026-11", BANNER_HASH, "pt-BR", ["qoe_analytics"], h)
+        assert abs(g["ts"] - time.time()) < 30
+        # Erasure of the user: sessions and events go, the proof stays.
+        r = await client.delete(f"/qoe/v1/users/{h}")
+        assert r.status_code == 200 and r.json()["sessions_erased"] == 1
+        assert (await client.get("/qoe/v1/sessions/c1")).status_code == 404
+        assert [d["choice"] for d in (await client.get("/qoe/v1/consent/c1")).json()["decisions"]] == ["granted"]
+        # Withdrawal as analytics.js sends it (id and action only): recorded with the grant's facts.
+        r = await client.post("/qoe/v1/consent", json={"session_id": "c1", "action": "withdraw"})
+        assert r.status_code == 200
+        decisions = (await client.get("/qoe/v1/consent/c1")).json()["decisions"]
+        assert [d["choice"] for d in decisions] == ["granted", "withdrawn"]
+        assert decisions[1]["banner_hash"] == BANNER_HASH and decisions[1]["user_id"] == h
+        assert (await client.get("/qoe/v1/consent/nobody")).status_code == 404
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"banner_hash": "xyz"}, "banner_hash"),
+        ({"banner_version": ""}, "banner_version"),
+        ({"language": "fr"}, "language"),
+        ({"purposes": ["marketing"]}, "purposes"),
+        ({"purposes": []}, "purposes"),
+        ({"session_id": ""}, "session_id"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_consent_proof_bad_input(run, change: dict, field: str) -> None:
+    async def scenario(server, client, svc, media) -> None:
+        r = await client.post("/qoe/v1/consent", json={**GRANT, **change})
+        assert r.status_code == 400 and r.json()["field"] == field, r.text
+        assert (await client.get("/qoe/v1/consent/c1")).status_code == 404  # nothing stored
+
+    run(scenario)

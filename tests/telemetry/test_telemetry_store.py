@@ -202,3 +202,32 @@ def test_http_store_same_sql(http_url: str, collector: Collector) -> None:
         s.execute("DROP DATABASE IF EXISTS flowcast_http_test")
     with pytest.raises(StoreError):
         ClickHouseHttpStore("http://127.0.0.1:9", timeout=1)
+
+
+def test_rollup_follows_erasure(store: EmbeddedStore) -> None:
+    """delete_user and delete_session recompute the affected minutes of the rollup."""
+    from flowcast.telemetry.collector import CollectorConfig
+    from flowcast.telemetry.timeline import delete_session
+
+    from . import synth
+    from .test_telemetry_qoe import check
+
+    sess = synth.sessions(3000, NOW_MS - 2 * 3_600_000, 3_600_000, seed=11)
+    collector = Collector(CollectorConfig(hmac_key=TEST_KEY, rate_events_per_s=0))
+    for b in synth.batches(sess):
+        batch = collector.collect(b, now=NOW)
+        store.write_batch(batch)
+    victim = sess[0]["session"]
+    user_hash = next(
+        e.user_id for b in synth.batches(sess[:1]) for e in collector.collect(b, now=NOW).events
+    )
+    assert store.delete_user(user_hash) >= 1
+    gone = {s["session"]["session_id"] for s in sess if s["session"]["user_id"] == victim["user_id"]}
+    delete_session(store, sess[-1]["session"]["session_id"])
+    gone.add(sess[-1]["session"]["session_id"])
+    left = [s for s in sess if s["session"]["session_id"] not in gone]
+    truth = synth.ground_truth(left, 0, 2**62, ("protocol",))
+    rows = qoe_aggregates(store, group_by=("protocol",))
+    assert {r.group["protocol"] for r in rows} == {k[0] for k in truth}
+    for r in rows:
+        check(r.as_dict(), truth[(r.group["protocol"],)])

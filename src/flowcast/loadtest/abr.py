@@ -24,11 +24,15 @@ class Abr:
     fast: float = DEFAULT_ESTIMATE_BPS
     slow: float = DEFAULT_ESTIMATE_BPS
     samples: int = 0
+    measured_bits: float = 0.0  # over every sample: the session's mean throughput, for the report
+    measured_s: float = 0.0
 
     def sample(self, nbytes: int, seconds: float) -> None:
         if nbytes < 4096 or seconds <= 0:
             return  # too small to measure (a playlist, or a part served from memory in microseconds)
         bps = nbytes * 8 / max(seconds, 1e-4)
+        self.measured_bits += nbytes * 8
+        self.measured_s += max(seconds, 1e-4)
         if self.samples == 0:
             self.fast = self.slow = bps
         else:

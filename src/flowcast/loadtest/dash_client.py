@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 from flowcast.loadtest.abr import Abr
 from flowcast.loadtest.playback import Span
-from flowcast.loadtest.viewer import FatalViewerError, ViewerBase
+from flowcast.loadtest.viewer import FatalViewerError, ViewerBase, origin_of
 from flowcast.media.fmp4 import FragmentedMP4Reader
 from flowcast.media.types import Fragment
 from flowcast.package.mpd import MpdError, parse_datetime, parse_mpd
@@ -34,9 +34,27 @@ BURST_GAP_S = 0.03  # reads closer than this belong to one burst
 class DashViewer(ViewerBase):
     protocol = "ll-dash"
 
+    base_path = ""  # path of the BaseURL in use ("": the MPD's own URL)
+
     def _resolve(self, uri: str) -> str:
-        u = urlsplit(urljoin(self.path, uri))
+        u = urlsplit(urljoin(urljoin(self.path, self.base_path), uri))
         return u.path + (f"?{u.query}" if u.query else "")
+
+    async def _base_urls(self, base_urls: tuple[tuple[str, str | None], ...]) -> None:
+        """MPD-level BaseURLs (redundant origins): segments resolve against the first, and a
+        failing origin moves the viewer to the next, as dash.js's BaseURL failover does.
+        Failover keeps request paths, so only BaseURLs with the first one's path qualify."""
+        if not base_urls:
+            return
+        first = urlsplit(base_urls[0][0])
+        self.base_path = first.path
+        if first.scheme and first.hostname:
+            origins = [
+                origin_of(loc or f"base-{i}", url)
+                for i, (url, loc) in enumerate(base_urls)
+                if urlsplit(url).path == first.path and urlsplit(url).hostname
+            ]
+            await self.use_origins(origins)
 
     async def _clock_offset(self, mpd_timing: str | None) -> float:
         """server time - local wall time, from an http-xsdate UTCTiming (0 without one)."""
@@ -58,12 +76,17 @@ class DashViewer(ViewerBase):
             raise FatalViewerError("bad_manifest", str(exc)) from exc
         if mpd.type != "dynamic" or mpd.availability_start_time is None or not mpd.periods:
             raise FatalViewerError("bad_manifest", "not a live MPD")
+        await self._base_urls(mpd.base_urls)
         timing = next((u.value for u in mpd.utc_timings if "xsdate" in u.scheme_id_uri or "iso" in u.scheme_id_uri), None)
         offset = await self._clock_offset(timing)
         period = mpd.periods[0]
         video = next((a for a in period.adaptation_sets if a.kind == "video"), None)
         if video is None or not video.representations:
             raise FatalViewerError("bad_manifest", "no video adaptation set")
+        kid = next((cp.default_kid for cp in video.content_protections if cp.default_kid), None)
+        if kid is not None:
+            # EME asks for the license on the first encrypted init segment; nothing plays before
+            await self.ensure_license(kid.replace("-", "").lower())
         reps = sorted(video.representations, key=lambda r: r.bandwidth)
         tpls = [r.segment_template or video.segment_template for r in reps]
         if any(t is None or t.duration is None or not t.media for t in tpls):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ VIEWERS_PER_CORE = 500
 MAX_DURATION_S = 3600.0
 LOOPBACK_SHARE = 0.5
 PROTOCOLS = ("ll-hls", "hls", "ll-dash")
+# Addresses of the network namespaces `netns.py` creates (veth pairs); netns refuses to use
+# it when anything else on the host already does, so an address here is always ours.
+NETNS_SUBNET = ipaddress.ip_network("10.231.0.0/16")
 
 
 class LoadTestRefused(ValueError):
@@ -49,6 +53,22 @@ def loopback_only(url: str) -> Target:
     port = u.port or 80
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     return Target("127.0.0.1", port, path)
+
+
+def check_viewer_host(host: str) -> str:
+    """Where a viewer may connect: 127.0.0.1 (`localhost` is taken as it), or the host side
+    of one of our namespaces' veth pairs. Anything else is refused, also when a manifest
+    announces it (a pathway or BaseURL elsewhere)."""
+    host = host.lower()
+    if host in ("127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        addr = None
+    if addr is not None and addr in NETNS_SUBNET:
+        return str(addr)
+    raise LoadTestRefused(f"refusing to send load to {host!r}: only 127.0.0.1 and flowcast's own namespaces")
 
 
 def check_size(viewers: int, duration: float) -> None:

@@ -22,8 +22,17 @@ from urllib.parse import urljoin, urlsplit
 
 from flowcast.loadtest.abr import Abr
 from flowcast.loadtest.playback import Span
-from flowcast.loadtest.viewer import FatalViewerError, ViewerBase
-from flowcast.package.m3u8 import ParsedMediaPlaylist, PlaylistError, parse_media_playlist, parse_multivariant
+from flowcast.loadtest.viewer import FatalViewerError, Origin, ViewerBase, origin_of
+from flowcast.package.m3u8 import (
+    ParsedMediaPlaylist,
+    ParsedMultivariant,
+    ParsedVariant,
+    PlaylistError,
+    parse_attributes,
+    parse_media_playlist,
+    parse_multivariant,
+)
+from flowcast.package.steering import SteeringError, parse_steering_manifest
 
 MEDIA_TIMEOUT = 10.0
 
@@ -38,6 +47,7 @@ class MediaRef:
     duration: float
     capture_ts: float
     independent: bool
+    kid: str | None = None  # ClearKey KEYID in force (hex), None when clear
 
     @property
     def key(self) -> tuple[int, int]:
@@ -48,25 +58,38 @@ def _epoch(dt: datetime | None) -> float | None:
     return dt.timestamp() if dt is not None else None
 
 
+CLEARKEY = "org.w3.clearkey"
+
+
+def _kid(keys) -> str | None:  # type: ignore[no-untyped-def]
+    """The ClearKey KID in force (EXT-X-KEY KEYFORMAT="org.w3.clearkey" KEYID=0x...), as hex."""
+    for k in keys:
+        if k.keyformat == CLEARKEY and k.method != "NONE" and k.keyid:
+            return k.keyid.lower().removeprefix("0x")
+    return None
+
+
 def parts_of(pl: ParsedMediaPlaylist) -> list[MediaRef]:
     """The parts of `pl` in order, each with its capture time (PDT of its segment plus the
-    parts before it; a segment without PDT follows the previous one)."""
+    parts before it; a segment without PDT follows the previous one) and its key."""
     out: list[MediaRef] = []
     t: float | None = None
     for seg in pl.segments:
         t = _epoch(seg.program_date_time) or t
         pt = t
+        kid = _kid(seg.keys)
         for i, p in enumerate(seg.parts):
             if pt is not None:
-                out.append(MediaRef(seg.msn, i, p.uri, p.duration, pt, p.independent))
+                out.append(MediaRef(seg.msn, i, p.uri, p.duration, pt, p.independent, kid))
                 pt += p.duration
         if t is not None:
             t += seg.duration
     msn = pl.segments[-1].msn + 1 if pl.segments else pl.first_msn
     t = _epoch(pl.pending_program_date_time) or t
+    kid = _kid(pl.pending_keys)
     for i, p in enumerate(pl.pending_parts):
         if t is not None:
-            out.append(MediaRef(msn, i, p.uri, p.duration, t, p.independent))
+            out.append(MediaRef(msn, i, p.uri, p.duration, t, p.independent, kid))
             t += p.duration
     return out
 
@@ -77,7 +100,7 @@ def segments_of(pl: ParsedMediaPlaylist) -> list[MediaRef]:
     for seg in pl.segments:
         t = _epoch(seg.program_date_time) or t
         if t is not None:
-            out.append(MediaRef(seg.msn, -1, seg.uri, seg.duration, t, True))
+            out.append(MediaRef(seg.msn, -1, seg.uri, seg.duration, t, True, _kid(seg.keys)))
             t += seg.duration
     return out
 
@@ -105,7 +128,7 @@ class HlsViewer(ViewerBase):
             mv = parse_multivariant(master.body)
         except PlaylistError as exc:
             raise FatalViewerError("bad_playlist", str(exc)) from exc
-        variants = sorted(mv.variants, key=lambda v: v.bandwidth)
+        variants = sorted(await self._pathway_variants(base, mv), key=lambda v: v.bandwidth)
         if not variants:
             raise FatalViewerError("bad_playlist", "no variants")
         self.variants = variants
@@ -118,6 +141,44 @@ class HlsViewer(ViewerBase):
             await self._play_ll(pl)
         else:
             await self._play_plain(pl)
+
+    async def _pathway_variants(self, base: str, mv: ParsedMultivariant) -> list[ParsedVariant]:
+        """Content Steering (redundant origins): play the variants of the pathway the steering
+        manifest ranks first (EXT-X-CONTENT-STEERING's PATHWAY-ID until it is loaded), and
+        fail over along its PATHWAY-PRIORITY, as hls.js does."""
+        ids: list[str] = []
+        for v in mv.variants:
+            pid = v.attributes.get("PATHWAY-ID", ".")
+            if pid not in ids:
+                ids.append(pid)
+        if len(ids) < 2:
+            return list(mv.variants)
+        tag = next((t.split(":", 1)[1] for t in mv.unknown_tags if t.startswith("#EXT-X-CONTENT-STEERING:")), None)
+        steer = parse_attributes(tag) if tag is not None else {}
+        prio = list(ids)
+        if steer.get("PATHWAY-ID") in ids:
+            prio.remove(steer["PATHWAY-ID"])
+            prio.insert(0, steer["PATHWAY-ID"])
+        server = steer.get("SERVER-URI")
+        if server:
+            u = urlsplit(urljoin(f"http://{self.host}:{self.port}{base}", server))
+            if (u.hostname, u.port or 80) in (("127.0.0.1", self.port), ("localhost", self.port)):
+                path = u.path + (f"?{u.query}&" if u.query else "?") + f"_HLS_pathway={prio[0]}"
+                try:
+                    doc = parse_steering_manifest((await self.get(self.playlist_conn, path, MEDIA_TIMEOUT)).body)
+                    prio = [p for p in doc.pathway_priority if p in ids] + [p for p in prio if p not in doc.pathway_priority]
+                except (SteeringError, FatalViewerError):
+                    pass  # hls.js keeps the playlist's order when the steering server fails
+        by_id = {pid: sorted((v for v in mv.variants if v.attributes.get("PATHWAY-ID", ".") == pid), key=lambda v: v.bandwidth) for pid in ids}
+        # Failover keeps the request paths: every pathway must serve the same paths.
+        paths = {pid: [self._resolve(base, v.uri) for v in by_id[pid]] for pid in ids}
+        if any(paths[p] != paths[prio[0]] for p in prio):
+            prio = prio[:1]
+        origins: list[Origin] = []
+        for pid in prio:
+            origins.append(origin_of(pid, urljoin(f"http://{self.host}:{self.port}{base}", by_id[pid][0].uri)))
+        await self.use_origins(origins)
+        return by_id[prio[0]]
 
     def _resolve(self, base: str, uri: str) -> str:
         u = urlsplit(urljoin(base, uri))
@@ -140,9 +201,11 @@ class HlsViewer(ViewerBase):
 
     async def _fetch(self, ref: MediaRef, hinted: bool = False) -> None:
         resp = await self.get(self.media_conn, self._resolve(self.media_path, ref.uri), MEDIA_TIMEOUT)
-        self._add(ref, resp, hinted)
+        await self._add(ref, resp, hinted)
 
-    def _add(self, ref: MediaRef, resp, hinted: bool) -> None:  # type: ignore[no-untyped-def]
+    async def _add(self, ref: MediaRef, resp, hinted: bool) -> None:  # type: ignore[no-untyped-def]
+        if ref.kid is not None:
+            await self.ensure_license(ref.kid)  # undecryptable until then: the buffer drains
         # a hinted part waits at the origin until it exists: measure from its first byte
         t0 = resp.first_byte if hinted else resp.started
         self.abr.sample(resp.nbytes, resp.finished - t0)
@@ -221,7 +284,7 @@ class HlsViewer(ViewerBase):
                     resp = None
                 ref = next((r for r in parts_of(pl) if r.uri == hint and r.key > last), None)
                 if resp is not None and ref is not None and not (ref.independent and self.abr.choose(self.cur, self.pb.buffered_s) != self.cur):
-                    self._add(ref, resp, hinted=True)
+                    await self._add(ref, resp, hinted=True)
                     last = ref.key
                     self._try_start(sync_at, pl.part_target)
 

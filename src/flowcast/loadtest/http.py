@@ -68,16 +68,29 @@ class Connection:
             self._w.close()
         self._r = self._w = None
 
+    def retarget(self, host: str, port: int) -> None:
+        """Point the connection at another origin (failover); the next request reconnects."""
+        self.close()
+        self.host, self.port = host, port
+
     async def get(
-        self, path: str, *, timeout: float, on_data: Callable[[bytes, float], None] | None = None
+        self,
+        path: str,
+        *,
+        timeout: float,
+        on_data: Callable[[bytes, float], None] | None = None,
+        method: str = "GET",
+        body: bytes = b"",
+        content_type: str = "application/json",
     ) -> Response:
-        """GET `path`; reconnects once if a kept-alive connection was closed by the server."""
+        """GET `path` (or POST `body`: a license request); reconnects once if a kept-alive
+        connection was closed by the server."""
         for attempt in (0, 1):
             fresh = self._w is None
             if fresh:
                 await asyncio.wait_for(self._connect(), timeout)
             try:
-                return await asyncio.wait_for(self._request(path, on_data), timeout)
+                return await asyncio.wait_for(self._request(path, on_data, method, body, content_type), timeout)
             except (ConnectionError, asyncio.IncompleteReadError, HttpError) as exc:
                 self.close()
                 if fresh or attempt or isinstance(exc, HttpError):
@@ -87,11 +100,22 @@ class Connection:
                 raise
         raise AssertionError("unreachable")
 
-    async def _request(self, path: str, on_data: Callable[[bytes, float], None] | None) -> Response:
+    async def _request(
+        self,
+        path: str,
+        on_data: Callable[[bytes, float], None] | None,
+        method: str = "GET",
+        body: bytes = b"",
+        content_type: str = "application/json",
+    ) -> Response:
         assert self._r is not None and self._w is not None
         r, w = self._r, self._w
         started = time.monotonic()
-        w.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUser-Agent: flowcast-loadtest\r\n\r\n".encode())
+        extra = f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n" if method == "POST" else ""
+        w.write(
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUser-Agent: flowcast-loadtest\r\n{extra}\r\n".encode()
+            + body
+        )
         await w.drain()
         try:
             head = await r.readuntil(b"\r\n\r\n")

@@ -4,7 +4,8 @@ One `Relay` is one viewer's access link: it listens on an ephemeral loopback por
 connection through it shares one token bucket per direction (the link's capacity), a one-way
 delay of RTT/2 with uniform jitter (order kept per connection, as TCP delivers in order), a
 share of connections reset at accept, and per-packet loss turned into the delay a fast
-retransmit costs. It only ever connects to 127.0.0.1.
+retransmit costs. It only ever connects to 127.0.0.1 (or, in a namespace run, to the host
+side of the namespace's veth pair).
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ class TokenBucket:
 
 
 class Relay:
-    def __init__(self, profile: NetworkProfile, target_port: int, *, seed: int | None = None) -> None:
+    def __init__(self, profile: NetworkProfile, target_port: int, *, seed: int | None = None, host: str = "127.0.0.1") -> None:
         self.profile = profile
         self.target_port = target_port
+        # 127.0.0.1, or (inside one of our namespaces) the host side of its veth pair:
+        # the worker passes only addresses guard.check_viewer_host accepted.
+        self.target_host = host
         self.rng = random.Random(seed)
         self.down = TokenBucket(profile.down_kbps * 1000 if profile.down_kbps else None)
         self.up = TokenBucket(profile.up_kbps * 1000 if profile.up_kbps else None)
@@ -81,7 +85,7 @@ class Relay:
                 cw.close()
                 return
             await asyncio.sleep(self._one_way())  # SYN / SYN-ACK take a round trip
-            sr, sw = await asyncio.open_connection("127.0.0.1", self.target_port)
+            sr, sw = await asyncio.open_connection(self.target_host, self.target_port)
             try:
                 await asyncio.gather(self._pump(cr, sw, self.up), self._pump(sr, cw, self.down))
             finally:

@@ -255,7 +255,19 @@ def _html(data: dict[str, Any], vs: list[Verdict], charts: dict[str, Path]) -> s
     summ = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(val))}</td></tr>" for k, val in s.items())
     runrows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(val))}</td></tr>" for k, val in run.items())
     imgs = "".join(f"<figure><img src='{p.name}' alt='{n}'><figcaption>{n}</figcaption></figure>" for n, p in charts.items())
-    overall = "PASS" if all(v.passed is not False for v in vs) else "FAIL"
+    overall = "PASS" if data.get("passed", True) else "FAIL"
+    drills = ""
+    if data.get("drills"):
+        drows = "".join(
+            f"<tr class='{d['verdict'].lower().replace('/', '')}'><td>{html.escape(d['name'])}</td>"
+            f"<td>{html.escape(d['expectation'])}</td><td>{html.escape(json.dumps(d['measured']))}</td>"
+            f"<td><b>{d['verdict']}</b></td></tr>"
+            for d in data["drills"]
+        )
+        drills = (
+            "<h2>Drills</h2><table><tr><th>drill</th><th>what should happen</th><th>measured</th>"
+            f"<th>verdict</th></tr>{drows}</table>"
+        )
     gen = data.get("generator", {})
     warn = ""
     if gen.get("saturated"):
@@ -274,6 +286,7 @@ tr.fail td:last-child{{color:#b00}}figure{{display:inline-block;margin:0.5em}}</
 {run['duration_s']} s against <code>{html.escape(run['target_url'])}</code>.</p>{warn}
 <h2>Acceptance criteria (reference/schema.md)</h2>
 <table><tr><th>criterion</th><th>threshold</th><th>measured</th><th>verdict</th></tr>{rows}</table>
+{drills}
 <h2>Charts</h2>{imgs}
 <h2>Summary</h2><table>{summ}</table>
 <h2>Run</h2><table>{runrows}</table>
@@ -286,7 +299,9 @@ def write_report(out_dir: Path, data: dict[str, Any]) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     vs = verdicts(data["summary"], data["run"]["protocol"])
     data["verdicts"] = [asdict(v) | {"verdict": v.label} for v in vs]
-    data["passed"] = all(v.passed is not False for v in vs)
+    data["passed"] = all(v.passed is not False for v in vs) and all(
+        d["verdict"] != "FAIL" for d in data.get("drills", [])
+    )
     charts = _charts(out_dir, data)
     data["charts"] = {k: p.name for k, p in charts.items()}
     json_path = out_dir / "report.json"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flowcast.loadtest import guard
+from flowcast.loadtest.drills import Drill, due
 from flowcast.loadtest.procstats import TreeSampler, flowcast_groups, tree
 from flowcast.loadtest.profiles import PROFILES, Ramp, get_profile
 from flowcast.loadtest.report import Report, active_series, quantile, summarise, write_report
@@ -42,12 +43,18 @@ def run_loadtest(
     ramp: Ramp | None = None,
     workers: int | None = None,
     seed: int = 1,
+    drills: list[Drill] | tuple[Drill, ...] = (),
+    netns: Any = None,
 ) -> Report:
     """Run `viewers` virtual viewers of `protocol` ("ll-hls", "hls", "ll-dash") for `duration`
     seconds through network `profile` (see profiles.PROFILES) against `target_url` (the
     multivariant playlist or the MPD on 127.0.0.1), and write report.json, report.html and
     PNG charts to `out_dir`. Raises guard.LoadTestRefused before starting anything when the
-    target is not loopback or the run is beyond this machine."""
+    target is not loopback or the run is beyond this machine.
+
+    `drills` (drills.py) fire at their offsets from the run's start and are judged from the
+    per-viewer rows; `netns` (netns.Namespace, set up by the caller) runs the viewers inside
+    that network namespace, reaching the origin over its veth pair."""
     target = guard.loopback_only(target_url)
     guard.check_size(viewers, duration)
     if protocol not in guard.PROTOCOLS:
@@ -61,6 +68,9 @@ def run_loadtest(
         windows = [ramp.window(i, viewers, duration) for i in range(viewers)]
     except ValueError as exc:
         raise guard.LoadTestRefused(str(exc)) from None
+    for d in drills:
+        if not 0 <= d.at_s < duration:
+            raise guard.LoadTestRefused(f"drill {d.name}: at_s must be within the run (0..{duration} s), got {d.at_s}")
     n_workers = plan_workers(viewers, workers)
     per_viewer = min(TOP_RENDITION_BPS, (net.down_kbps or 10**9) * 1000)
     loopback_bps = guard.measure_loopback()
@@ -69,6 +79,8 @@ def run_loadtest(
     start_wall = time.time() + START_DELAY_S
     plans = [
         WorkerPlan(
+            host=netns.host_ip if netns is not None else target.host,
+            netns=netns.name if netns is not None else None,
             port=target.port,
             path=target.path,
             protocol=protocol,
@@ -86,12 +98,23 @@ def run_loadtest(
     groups["generator"] = lambda: [p for p in tree(own) if p != own]
     sampler = TreeSampler(start_wall, groups)
     results: list[dict[str, Any]] = []
+    drills = list(drills)
+    fired: dict[int, float] = {}
+    fire_details: dict[int, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(worker_main, p) for p in plans]
         deadline = start_wall + duration + GRACE_S
         while time.time() < deadline:
             sampler.sample()
-            done, pending = wait(futures, timeout=1.0)
+            for i in due(drills, fired, start_wall):
+                fired[i] = time.time()
+                try:
+                    fire_details[i] = drills[i].fire()
+                except Exception as exc:  # noqa: BLE001 - a drill that failed to fire is reported, the run goes on
+                    fire_details[i] = {"error": f"{type(exc).__name__}: {exc}"}
+                    fired[i] = float("nan")
+            pending_drills = [start_wall + d.at_s - time.time() for i, d in enumerate(drills) if i not in fired]
+            done, pending = wait(futures, timeout=max(0.05, min([1.0, *pending_drills])))
             if not pending:
                 break
         for f in futures:
@@ -140,4 +163,15 @@ def run_loadtest(
         "processes": {k: vars(s) for k, s in sampler.series.items()},
         "viewers": viewers_rows,
     }
+    if netns is not None:
+        data["run"]["netns"] = netns.describe()
+    if drills:
+        outcomes = []
+        for i, d in enumerate(drills):
+            at = fired.get(i)
+            at = None if at is None or at != at else at  # NaN: it failed to fire
+            res = d.judge(viewers_rows, at, fire_details.get(i, {}))
+            res.measured.update({f"fire_{k}": v for k, v in fire_details.get(i, {}).items()})
+            outcomes.append(res.as_dict())
+        data["drills"] = outcomes
     return write_report(Path(out_dir), data)

@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from flowcast.loadtest import guard
 from flowcast.loadtest.dash_client import DashViewer
 from flowcast.loadtest.hls_client import HlsViewer, PlainHlsViewer
 from flowcast.loadtest.http import Meter
 from flowcast.loadtest.profiles import get_profile
 from flowcast.loadtest.relay import Relay
-from flowcast.loadtest.viewer import ViewerBase
+from flowcast.loadtest.viewer import Origin, ViewerBase
 
 CLIENTS: dict[str, type[ViewerBase]] = {"ll-hls": HlsViewer, "hls": PlainHlsViewer, "ll-dash": DashViewer}
 LAG_TICK_S = 0.1
@@ -25,6 +26,8 @@ LAG_TICK_S = 0.1
 
 @dataclass(frozen=True)
 class WorkerPlan:
+    host: str  # 127.0.0.1, or the host side of our namespace's veth pair
+    netns: str | None  # run the viewers inside this network namespace (netns.py made it)
     port: int
     path: str
     protocol: str
@@ -35,6 +38,10 @@ class WorkerPlan:
 
 
 def worker_main(plan: WorkerPlan) -> dict[str, Any]:
+    if plan.netns is not None:
+        from flowcast.loadtest.netns import enter  # noqa: PLC0415 - Linux-only, namespace runs only
+
+        enter(plan.netns)  # this process (a pool worker, one plan) lives there from now on
     return asyncio.run(_run(plan))
 
 
@@ -42,6 +49,10 @@ async def _run(plan: WorkerPlan) -> dict[str, Any]:
     mono_of_start = plan.start_wall - (time.time() - time.monotonic())
     meter = Meter(mono_of_start)
     profile = get_profile(plan.profile)
+    if plan.netns is not None:
+        from flowcast.loadtest.netns import relay_part  # noqa: PLC0415
+
+        profile = relay_part(profile)  # loss and rate are the namespace's; delay stays userspace
     client = CLIENTS[plan.protocol]
     lags: list[float] = []
     stop = asyncio.Event()
@@ -57,16 +68,27 @@ async def _run(plan: WorkerPlan) -> dict[str, Any]:
     async def one(index: int, join: float, leave: float) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, mono_of_start + join - time.monotonic()))
         end_at = mono_of_start + leave
-        relay = None
-        port = plan.port
-        if profile.relayed:
-            relay = Relay(profile, plan.port, seed=plan.seed * 100_003 + index)
-            port = await relay.start()
+        relays: dict[tuple[str, int], Relay] = {}
+
+        async def dial(host: str, port: int) -> tuple[str, int]:
+            """The viewer's access link: one relay per origin it talks to (redundant origins
+            each get one, with the same profile), or the origin itself without impairment."""
+            host = guard.check_viewer_host(host)  # never anything but loopback or our namespaces
+            if not profile.relayed:
+                return host, port
+            if (host, port) not in relays:
+                relay = Relay(profile, port, seed=plan.seed * 100_003 + index * 7 + len(relays), host=host)
+                await relay.start()
+                relays[(host, port)] = relay
+            return "127.0.0.1", relays[(host, port)].port
+
         try:
-            viewer = client("127.0.0.1", port, plan.path, end_at=end_at, meter=meter, profile=profile.name)
+            host, port = await dial(plan.host, plan.port)
+            viewer = client(host, port, plan.path, end_at=end_at, meter=meter, profile=profile.name, dial=dial)
+            viewer.origins[0] = Origin("target", plan.host, plan.port)
             res = await viewer.run()
         finally:
-            if relay is not None:
+            for relay in relays.values():
                 await relay.close()
                 relay_stats["dropped_connections"] += relay.dropped_connections
                 relay_stats["lost_packets"] += relay.lost_packets

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowcast.protect.devsecret import dev_secret_file
 from flowcast.protect.tokens import TokenError, TokenInvalid, TokenSigner, TokenVerifier, token_from_request
 
 log = logging.getLogger("flowcast.access")
@@ -29,16 +29,7 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     env = os.environ.get(SECRET_ENV)
     if env:
         return bytes.fromhex(env)
-    path = Path(data_dir) / SECRET_FILE
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret.hex())
-        return secret
+    return bytes.fromhex(dev_secret_file(Path(data_dir) / SECRET_FILE, SECRET_ENV))
 
 
 def signer_for(data_dir: Path) -> TokenSigner:

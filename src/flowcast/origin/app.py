@@ -15,14 +15,18 @@ import logging
 import mimetypes
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 from flowcast.package.directives import BadDirective, DirectiveError
 from flowcast.package.directives import parse_directives as _package_parse
+
+from flowcast.protect.tokens import TokenClaims, TokenError, token_from_request
+from flowcast.protect.watermark_session import NoSessionId, SessionVariants
 
 from .access import MediaAccess
 from .cache import CachePolicy
@@ -39,6 +43,10 @@ from .store import (
     StoredObject,
     WaitTimeout,
 )
+
+if TYPE_CHECKING:
+    from .chaos import ChaosControl
+    from .tracing import OriginTracing
 
 __all__ = ["BadDirective", "OriginApp", "npm_vendor_dirs", "parse_directives"]
 
@@ -93,6 +101,28 @@ def check_directive_bounds(pl: Playlist, msn: int, part: int | None) -> None:
 
 Headers = list[tuple[str, str]]
 
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A request to a mounted control endpoint (WHIP, WHEP), body already read."""
+
+    method: str
+    path: str
+    query: str
+    headers: Any  # granian's headers: .get(name) with lower-case names
+    client_ip: str | None
+    body: bytes
+
+
+class MountResponse(Protocol):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+# see OriginApp.mount
+MountHandler = Callable[[ControlRequest], Awaitable[MountResponse]]
+
 _CORS: Headers = [
     ("access-control-allow-origin", "*"),
     (
@@ -102,6 +132,12 @@ _CORS: Headers = [
     ("timing-allow-origin", "*"),  # players' Resource Timing for QoE/CMCD
 ]
 _ALLOW = "GET, HEAD, OPTIONS"
+_CONTROL_ALLOW = "GET, POST, PATCH, DELETE, OPTIONS"
+# WHIP/WHEP clients read Location (the session resource) and Link (ICE servers)
+_CONTROL_CORS: Headers = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-expose-headers", "Location, Link, ETag, Content-Type"),
+]
 
 _MEDIA_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -244,10 +280,22 @@ class OriginApp:
         license_server: ClearKeyLicenseServer | None = None,
         hsts: bool = False,
         telemetry: TelemetryService | None = None,
+        variants: SessionVariants | None = None,
+        variant_store: MediaStore | None = None,
+        chaos: ChaosControl | None = None,
+        tracing: OriginTracing | None = None,
     ) -> None:
+        # origin/chaos.ChaosControl (admin chaos routes) and origin/tracing.OriginTracing
+        # (one span per /live/ request); None: off, at the cost of one branch.
+        self.chaos = chaos
+        self.tracing = tracing
         self.license_server = license_server
         # QoE collector, access events and reports (None: telemetry off, routes 404).
         self.telemetry = telemetry
+        # Forensic A/B watermark: the marked rendition's media comes from `store` (variant A)
+        # or `variant_store` (B), chosen per token session id and segment number.
+        self.variants = variants
+        self.variant_store = variant_store
         # Sent on every response when the origin terminates TLS itself (RFC 6797).
         self._always: Headers = [("strict-transport-security", "max-age=31536000")] if hsts else []
         self.store = store
@@ -260,6 +308,7 @@ class OriginApp:
         self._static: dict[Path, _StaticFile] = {}
         self._closing: asyncio.Future[None] | None = None
         self._held: set[asyncio.Future[None]] = set()  # one waiter per request in _race
+        self._mounts: dict[str, tuple[MountHandler, int]] = {}  # control endpoints, see mount()
 
     def close(self) -> None:
         """Release every held request (503) so the server can stop without waiting 3 TD."""
@@ -286,9 +335,16 @@ class OriginApp:
         if method == "POST" and path == "/license/clearkey" and self.license_server is not None:
             await self._license(scope, proto)
             return
+        for prefix, mounted in self._mounts.items():
+            if path.startswith(prefix):
+                await self._mounted(scope, proto, method, path, *mounted)
+                return
         if self.telemetry is not None and path.startswith(QOE_PREFIX):
             if await self.telemetry.handle(scope, proto, method, path):
                 return
+        if self.chaos is not None and path.startswith("/admin/chaos/"):
+            await self.chaos.handle(scope, proto, method, path)
+            return
         if method not in ("GET", "HEAD"):
             headers = [("allow", _ALLOW), ("cache-control", self.cache.no_cache()), *_CORS]
             self._bytes(proto, 405, headers, b"method not allowed\n", False, "other")
@@ -296,10 +352,10 @@ class OriginApp:
         head = method == "HEAD"
         try:
             if path.startswith("/live/"):
-                if self.telemetry is None:
-                    await self._live(scope, proto, path[6:], head)
+                if self.tracing is not None:
+                    await self.tracing.traced(scope, proto, path, head, self._serve_live)
                 else:
-                    await self._live_recorded(scope, proto, path, head)
+                    await self._serve_live(scope, proto, path, head)
             elif path == "/time":
                 self._time(proto, head)
             elif path == "/metrics":
@@ -315,6 +371,12 @@ class OriginApp:
             self._bytes(proto, 503, headers, b"shutting down\n", head, "other")
         except _Disconnected:
             self.metrics.observe("other", 499, 0)  # nginx's "client closed request"
+
+    async def _serve_live(self, scope: Any, proto: Any, path: str, head: bool) -> None:
+        if self.telemetry is None:
+            await self._live(scope, proto, path[6:], head)
+        else:
+            await self._live_recorded(scope, proto, path, head)
 
     async def _live_recorded(self, scope: Any, proto: Any, path: str, head: bool) -> None:
         """``_live`` with an access event for the QoE store (status, bytes, time to first
@@ -333,6 +395,12 @@ class OriginApp:
 
     async def _license(self, scope: Any, proto: Any) -> None:
         assert self.license_server is not None
+        down = self.chaos.license_down() if self.chaos is not None else None
+        if down is not None:  # license-outage drill (origin/chaos.py)
+            headers = [("content-type", "application/json"), ("cache-control", "no-store"), *_CORS,
+                       ("retry-after", str(max(1, round(down))))]
+            self._bytes(proto, 503, headers, b'{"error":"license server unavailable"}\n', False, "license")
+            return
         length = scope.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > 4096):
             body = b"x" * 4097  # refused as oversized by the license logic, without reading it
@@ -349,6 +417,27 @@ class OriginApp:
         if answer.retry_after is not None:
             headers.append(("retry-after", str(max(1, round(answer.retry_after)))))
         self._bytes(proto, answer.status, headers, answer.body, False, "license")
+
+    def mount(self, prefix: str, handler: MountHandler, *, max_body: int) -> None:
+        """Serve every method under `prefix` with `handler` (WHIP, WHEP: control endpoints
+        that live beside the media but are not part of its path)."""
+        self._mounts[prefix] = (handler, max_body)
+
+    async def _mounted(
+        self, scope: Any, proto: Any, method: str, path: str, handler: MountHandler, max_body: int
+    ) -> None:
+        length = scope.headers.get("content-length")
+        body = b""
+        if length is None or (length.isdigit() and int(length) <= max_body):
+            body = await proto() if method in ("POST", "PATCH", "PUT") else b""
+        if len(body) > max_body or (length is not None and (not length.isdigit() or int(length) > max_body)):
+            headers = [("content-type", "text/plain"), ("cache-control", "no-store"), *_CONTROL_CORS]
+            self._bytes(proto, 413, headers, b"request body too large\n", False, "control")
+            return
+        client_ip = scope.client.rsplit(":", 1)[0].strip("[]") if scope.client else None
+        answer = await handler(ControlRequest(method, path, scope.query_string, scope.headers, client_ip, body))
+        headers = [*answer.headers, ("cache-control", "no-store"), *_CONTROL_CORS]
+        self._bytes(proto, answer.status, headers, answer.body, False, "control")
 
     # -- /live ---------------------------------------------------------------------------
 
@@ -370,14 +459,28 @@ class OriginApp:
                 self._bytes(proto, refusal.status, headers, refusal.body, head, "other")
                 return
         key = "/".join(parts)
+        store, private = self.store, False
+        if self.variants is not None:
+            try:
+                variant = self.variants.variant(key, self._token_claims(scope))
+            except NoSessionId as exc:
+                log.warning("refused (%s): %s path=/live/%s", exc.status, exc, key)
+                headers = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store"), *_CORS]
+                self._bytes(proto, exc.status, headers, b"Forbidden\n", head, "other")
+                return
+            if variant is not None:
+                # Per-session bytes: no shared cache may hand them to another session.
+                private = True
+                if variant == "B" and self.variant_store is not None:
+                    store = self.variant_store
         pl = self.store.playlist(key)
         if pl is not None:
             await self._playlist(scope, proto, key, pl, head)
             return
-        obj = self.store.get(key)
+        obj = store.get(key)
         held = False
         if obj is None:
-            bound = self.store.hold_bound(key)
+            bound = store.hold_bound(key)
             if bound is None:
                 self._not_found(proto, head, "other")
                 return
@@ -388,7 +491,7 @@ class OriginApp:
             started = asyncio.get_running_loop().time()
             outcome = "served"
             try:
-                obj = await self._race(proto, self.store.wait_object(key))
+                obj = await self._race(proto, store.wait_object(key))
             except (WaitTimeout, KeyError):
                 outcome = "timeout"
                 headers = [
@@ -407,15 +510,28 @@ class OriginApp:
                     asyncio.get_running_loop().time() - started
                 )
         if isinstance(obj, Growing):
-            await self._growing(proto, key, obj, head, held)
+            await self._growing(proto, key, obj, head, held, store=store, private=private)
         else:
-            self._object(scope, proto, key, obj, head, held)
+            self._object(scope, proto, key, obj, head, held, private=private)
 
-    def _object(self, scope: Any, proto: Any, key: str, obj: StoredObject, head: bool, held: bool) -> None:
+    def _token_claims(self, scope: Any) -> TokenClaims | None:
+        """The claims of the request's token (already checked by ``access``), for its session id."""
+        if self.access is None:
+            return None
+        try:
+            token = token_from_request(scope.query_string, scope.headers.get("cookie"))
+            return self.access.verifier.parse(token, now=time.time()) if token else None
+        except TokenError:
+            return None
+
+    def _object(
+        self, scope: Any, proto: Any, key: str, obj: StoredObject, head: bool, held: bool, *, private: bool = False
+    ) -> None:
         td = self.store.target_duration_for(key)
+        cc = self.cache.media(obj.kind, held=held, target_duration=td)
         headers = [
             ("content-type", _media_type(key, obj.kind)),
-            ("cache-control", self.cache.media(obj.kind, held=held, target_duration=td)),
+            ("cache-control", cc.replace("public", "private", 1) if private else cc),
             ("last-modified", obj.last_modified),
             *_CORS,
         ]
@@ -433,11 +549,22 @@ class OriginApp:
             return
         self._bytes(proto, 200, headers, body, head, obj.kind.value)
 
-    async def _growing(self, proto: Any, key: str, growing: Growing, head: bool, held: bool) -> None:
+    async def _growing(
+        self,
+        proto: Any,
+        key: str,
+        growing: Growing,
+        head: bool,
+        held: bool,
+        *,
+        store: MediaStore | None = None,
+        private: bool = False,
+    ) -> None:
         td = self.store.target_duration_for(key)
+        cc = self.cache.media(growing.kind, held=held, target_duration=td)
         headers = [
             ("content-type", _media_type(key, growing.kind)),
-            ("cache-control", self.cache.media(growing.kind, held=held, target_duration=td)),
+            ("cache-control", cc.replace("public", "private", 1) if private else cc),
             *_CORS,
         ]
         resource = growing.kind.value
@@ -465,7 +592,7 @@ class OriginApp:
             if growing.aborted:
                 # Replaced by a complete object of the same path: send the rest of it if
                 # it continues what was streamed; otherwise the stream just ends.
-                obj = self.store.get(key)
+                obj = (store or self.store).get(key)
                 if isinstance(obj, StoredObject) and len(obj.data) > sent:
                     await transport.send_bytes(obj.data[sent:])
                     sent = len(obj.data)
@@ -631,12 +758,13 @@ class OriginApp:
 
     def _preflight(self, scope: Any, proto: Any) -> None:
         requested = scope.headers.get("access-control-request-headers")
+        allow = _CONTROL_ALLOW if any(scope.path.startswith(p) for p in self._mounts) else _ALLOW
         headers = [
             ("access-control-allow-origin", "*"),
-            ("access-control-allow-methods", _ALLOW),
+            ("access-control-allow-methods", allow),
             ("access-control-allow-headers", requested[:1024] if requested else "*"),
             ("access-control-max-age", "86400"),
-            ("allow", _ALLOW),
+            ("allow", allow),
             ("cache-control", "public, max-age=86400"),
             ("vary", "Access-Control-Request-Headers"),
         ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -19,15 +18,28 @@ from flowcast.media.fmp4 import FragmentedMP4Reader
 from flowcast.media.types import Fragment, InitSegment, TrackInfo
 from flowcast.origin.metrics import OriginMetrics
 from flowcast.protect.cenc import ContentKey, TrackEncryptor
-from flowcast.protect.signalling import clearkey_signal, dash_content_protection, hls_key, hls_key_tags
+from flowcast.protect.rotation import FixedKey, KeyedPeriod, KeySchedule
+from flowcast.protect.signalling import dash_content_protection, hls_key_tags
 from flowcast.origin.store import MediaStore
-from flowcast.package import dash, hls
+from flowcast.package import dash, hls, steering
 from flowcast.package.model import Part, Segment
 from flowcast.package.segmenter import PartReady, SegmentReady, Segmenter
+from flowcast.transcode.forensic import variant_b_output
 
 log = logging.getLogger(__name__)
 
 AUDIO = "audio"
+# Epoch of every origin's timeline (Unix epoch): timeline t = media wall clock, and a segment
+# starting at t is numbered round(t / segment duration); two origins fed by the same
+# wall-clock source then number the same media alike (see aligned_msn).
+TIMELINE_EPOCH = 0.0
+
+
+def aligned_msn(timeline_s: float, segment_duration: float) -> int:
+    """The media sequence number (and DASH $Number$) of a segment starting at `timeline_s`
+    seconds after TIMELINE_EPOCH: its slot on the segment-duration grid, rounded so that an
+    encoder run starting a little off the grid still takes the slot it mostly covers."""
+    return int(math.floor(timeline_s / segment_duration + 0.5))
 
 
 @dataclass
@@ -38,6 +50,9 @@ class _Period:
     start: float  # seconds after availabilityStartTime (== timeline time of the run's t = 0)
     start_number: int
     wall_clock: float  # epoch seconds at the run's t = 0 (ProducerReferenceTime)
+    # The last number every rendition completed in this run, set when the next run starts:
+    # epoch numbering skips the numbers of the downtime, which no DASH player may ask for.
+    last_msn: int | None = None
 
 
 @dataclass
@@ -60,6 +75,12 @@ class _Rendition:
     discontinuity_sequence: int = 0
     pending_discontinuity: bool = False  # the segment in production opens a new encoder run
     hinted: str | None = None  # path of the part announced in EXT-X-PRELOAD-HINT
+    # Encryption: the run's clear init segment and one encryptor per key period in use.
+    raw_init: bytes | None = None
+    encryptors: dict[int, TrackEncryptor] = field(default_factory=dict)
+    # "B": the forensic watermark's variant B of the marked rung: same paths and numbers as
+    # its A twin, published into the variant store, never listed in a playlist of its own.
+    variant: str = "A"
 
 
 class LivePipeline:
@@ -74,18 +95,24 @@ class LivePipeline:
         time_url: str = "/time",
         content_key: ContentKey | None = None,
         license_url: str = "/license/clearkey",
+        variant_store: MediaStore | None = None,
+        keys: KeySchedule | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.variant_store = variant_store
         self.metrics = metrics
         self.scheme = config.protection.scheme
-        if self.scheme != "none" and content_key is None:
+        if self.scheme != "none" and content_key is None and keys is None:
             raise ValueError(f"protection.scheme={self.scheme} needs a content key")
         self.content_key = content_key if self.scheme != "none" else None
+        if keys is None and self.content_key is not None:
+            keys = KeySchedule(self.scheme, FixedKey(self.content_key), license_url=license_url)  # type: ignore[arg-type]
+        # Which key, init segment and signalling each segment uses (protect/rotation.py).
+        self.keys = keys if self.scheme != "none" else None
+        self._key_period = -1  # the highest key period with an init segment published
         # Playlists and MPDs announce the key; the license URL comes from the player's config.
-        self.key_signal = (
-            clearkey_signal(self.content_key.kid, self.scheme, license_url) if self.content_key is not None else None
-        )
+        self.key_signal = self.keys.signal(0, "video") if self.keys is not None and not self.keys.rotates else None
         self.time_url = time_url
         pkg = config.packaging
         self.segment_duration = pkg.segment_s
@@ -103,6 +130,16 @@ class LivePipeline:
         self.renditions[AUDIO] = _Rendition(
             name=AUDIO, bandwidth=audio.bitrate_kbps * 1000, average_bandwidth=audio.bitrate_kbps * 1000, fps=None
         )
+        # Forensic A/B watermark: the marked rung's variant B, keyed by its encoder output name.
+        self.variants: dict[str, _Rendition] = {}
+        forensic = config.protection.watermark.forensic
+        if forensic is not None:
+            if variant_store is None:
+                raise ValueError("protection.watermark.forensic needs a variant store")
+            a = self.renditions[forensic.rendition]
+            self.variants[variant_b_output(a.name)] = _Rendition(
+                name=a.name, bandwidth=a.bandwidth, average_bandwidth=a.average_bandwidth, fps=a.fps, variant="B"
+            )
         self.availability_start: float | None = None
         self.periods: list[_Period] = []
         self.run = 0
@@ -110,23 +147,25 @@ class LivePipeline:
         self._run_offset = 0.0  # timeline time of media time 0 in the current run
         self._last_timeline_end = 0.0
         self._announced = False  # multivariant playlist and MPD published
+        # Redundant origins (origin.redundant): one HLS pathway / DASH BaseURL each.
+        self.pathways = steering.pathways(config.origin.redundant, f"/live/{config.stream}/")
 
     # -- encoder events ------------------------------------------------------------------------
 
     def on_run_start(self, run: int, started_at: float) -> None:
         """A new encoder run: close what the last run left open and re-arm every rendition."""
         if self.run:
-            for r in self.renditions.values():
+            for r in self._all():
                 if r.segmenter is not None:
                     self._handle(r, r.segmenter.flush())
         self.run = run
         self._run_anchor = None
-        for r in self.renditions.values():
+        for r in self._all():
             r.reader = FragmentedMP4Reader()
             r.pending_parts.clear()
 
     def on_output(self, name: str, data: bytes) -> None:
-        r = self.renditions.get(name)
+        r = self.renditions.get(name) or self.variants.get(name)
         if r is None:
             return
         for event in r.reader.feed(data):
@@ -142,26 +181,65 @@ class LivePipeline:
     def _on_init(self, r: _Rendition, init: InitSegment) -> None:
         track = init.tracks[0]
         data = init.data
-        encryptor = None
-        if self.content_key is not None:
-            key = self.content_key
-            if self.scheme == "cenc":
-                # CTR mode: a fresh random start for the per-sample IVs of every encoder run,
-                # so no IV is ever reused under this key (the IVs travel in senc, not init).
-                key = ContentKey(kid=key.kid, key=key.key, iv=secrets.token_bytes(8))
-            encryptor = TrackEncryptor(self.scheme, track, key)
-            data = encryptor.encrypt_init(data)
+        if self.keys is not None:
+            # Encrypted inits are made per key period, from this run's clear one, as the
+            # chunks of each period come (_encryptor); new encryptors for a new run.
+            r.raw_init = data
+            r.encryptors.clear()
+            r.track = track
+            if not self.keys.rotates:
+                self._encryptor(r, 0)
         if r.init is not None and r.init != data:
             log.warning("rendition %s: init segment changed in run %d", r.name, self.run)
         r.track, r.init = track, data
-        self.store.put(self._path(r.name, "init.mp4"), data, "init")
+        if r.variant == "B" and self.renditions[r.name].init not in (None, data):
+            # One EXT-X-MAP / SegmentTemplate@initialization serves both variants.
+            log.error("rendition %s: variant B init differs from A: the A/B segments will not decode", r.name)
+        if self.keys is None:
+            self._store(r).put(self._path(r.name, "init.mp4"), data, "init")
         if r.segmenter is None:
             r.segmenter = Segmenter(track, segment_duration=self.segment_duration, part_target=self.part_target)
             if self._run_anchor is not None:
                 # Its init came after another rendition anchored the run: join that run.
                 self._start_run(r, discontinuity=False, first_msn=self.periods[-1].start_number)
+        if self.keys is not None:
+            r.segmenter.chunk_writer = lambda seq, tid, samples, tick: self._encrypt_chunk(r, seq, tid, samples, tick)
+
+    def _encrypt_chunk(self, r: _Rendition, sequence: int, track_id: int, samples, tick) -> bytes:  # type: ignore[no-untyped-def]
+        """The segmenter's chunk writer: encrypt with the key period of the segment being cut
+        (segmenter.next_msn is that segment's number while it writes its chunks)."""
+        assert self.keys is not None and r.segmenter is not None
+        period = self.keys.period(r.segmenter.next_msn)
+        encryptor = self._encryptor(r, period)
+        if self.keys.rotates:
+            self._encryptor(r, period + 1)  # the next init (and MPD Period) a period early
+        return encryptor.encrypt_chunk(sequence, track_id, samples, tick)
+
+    def _encryptor(self, r: _Rendition, period: int) -> TrackEncryptor:
+        """The rendition's encryptor for a key period; made on first use, with its init
+        segment published under the period's name."""
+        assert self.keys is not None and r.raw_init is not None and r.track is not None
+        encryptor = r.encryptors.get(period)
         if encryptor is not None:
-            r.segmenter.chunk_writer = encryptor.encrypt_chunk
+            return encryptor
+        kind = "audio" if r.track.kind == "audio" else "video"
+        encryptor = self.keys.encryptor(period, kind, r.track)
+        data = encryptor.encrypt_init(r.raw_init)
+        r.encryptors[period] = encryptor
+        for old in [p for p in r.encryptors if p < period - 1]:
+            del r.encryptors[old]
+        self._store(r).put(self._path(r.name, self.keys.init_name(period)), data, "init")
+        if self.keys.rotates and self.keys.rotation.interval:
+            # Init segments of periods older than the DVR window (plus one) are no longer named
+            # by any playlist or MPD: remove them, each once, as their successors appear.
+            span = self.keys.rotation.interval * self.segment_duration
+            stale = period - math.ceil(self.config.packaging.dvr_window / span) - 2
+            if stale >= 0:
+                self._store(r).remove(self._path(r.name, self.keys.init_name(stale)))
+        if self.keys.rotates and period > self._key_period:
+            self._key_period = period
+            self._publish_mpd()  # lists the new key period's Period ahead of its start
+        return encryptor
 
     def _open_period(self, r: _Rendition, first: Fragment) -> None:
         """Anchor the run on the wall clock: timeline time == seconds since availabilityStartTime."""
@@ -171,14 +249,26 @@ class LivePipeline:
         t0 = first.samples[0].decode_time / r.track.timescale
         anchor = now - t0
         if self.availability_start is None:
-            self.availability_start = anchor
+            # Redundant origins count timeline and numbers from a fixed epoch, not from their
+            # own start, so they number and time the same wall-clock media alike. A single
+            # origin counts from its first run: FFmpeg 5.1's DASH demuxer follows a live MPD
+            # only when the first Period starts at availabilityStartTime with no
+            # presentationTimeOffset (its min/max segment numbers ignore both).
+            self.availability_start = TIMELINE_EPOCH if self.config.origin.redundant else anchor
         offset = max(anchor - self.availability_start, self._last_timeline_end)
         # Snap to the timescale grid shared by all renditions (ms) so every track starts together.
         offset = round(offset, 3)
         self._run_anchor, self._run_offset = anchor, offset
-        first_msn = max((r.segmenter.next_msn for r in self.renditions.values() if r.segmenter), default=0)
+        # msn = the segment-duration slot the run starts in; never backwards (rfc8216bis 6.2.1).
+        first_msn = max(
+            [aligned_msn(offset, self.segment_duration)]
+            + [r.segmenter.next_msn for r in self.renditions.values() if r.segmenter]
+        )
         discontinuity = bool(self.periods)
-        for other in self.renditions.values():
+        if self.periods:
+            done = [x.segments[-1].msn for x in self.renditions.values() if x.segments and not x.segments[-1].gap]
+            self.periods[-1].last_msn = min(done) if done else None
+        for other in self._all():
             if other.segmenter is not None:
                 self._start_run(other, discontinuity=discontinuity, first_msn=first_msn)
         self.periods.append(_Period(id=f"p{self.run}", start=offset, start_number=first_msn, wall_clock=anchor))
@@ -226,23 +316,23 @@ class LivePipeline:
                 part = event.part
                 seg_path = self._path(r.name, f"{part.msn}.m4s")
                 if r.growing != part.msn:
-                    self.store.begin(seg_path)
+                    self._store(r).begin(seg_path)
                     r.growing = part.msn
                     r.pending_parts.clear()
-                self.store.put(self._path(r.name, f"{part.msn}.{part.index}.m4s"), part.data, "part")
-                self.store.append(seg_path, part.data)
+                self._store(r).put(self._path(r.name, f"{part.msn}.{part.index}.m4s"), part.data, "part")
+                self._store(r).append(seg_path, part.data)
                 r.pending_parts.append(replace(part, data=b""))
                 r.last_msn, r.last_part = part.msn, part.index
-                if self.metrics is not None and self._run_anchor is not None:
+                if self.metrics is not None and self._run_anchor is not None and r.variant == "A":
                     media_end = self._run_anchor + (part.start + part.duration - self._run_offset)
                     self.metrics.part_published(r.name, time.time() - media_end)
             else:
                 seg = event.segment
                 seg_path = self._path(r.name, f"{seg.msn}.m4s")
                 if r.growing == seg.msn:
-                    self.store.finish(seg_path)
+                    self._store(r).finish(seg_path)
                 else:  # broadcast mode: no parts, the segment arrives whole
-                    self.store.put(seg_path, seg.data, "segment")
+                    self._store(r).put(seg_path, seg.data, "segment")
                 r.growing = None
                 r.pending_parts.clear()
                 r.pending_discontinuity = False
@@ -272,7 +362,7 @@ class LivePipeline:
             old = r.segments.popleft()
             if old.discontinuity:
                 r.discontinuity_sequence += 1
-            self.store.remove(self._path(r.name, f"{old.msn}.m4s"))
+            self._store(r).remove(self._path(r.name, f"{old.msn}.m4s"))
         # Parts leave the playlist after 3 target durations; remove their objects 3 more later
         # (6.2.2), whether or not their segment is still in the DVR window, and each once.
         if not r.segments:
@@ -280,9 +370,12 @@ class LivePipeline:
         horizon = r.segments[-1].start - 6 * self.target_duration
         while r.parts_stored and r.parts_stored[0].start + r.parts_stored[0].duration < horizon:
             for part in r.parts_stored.popleft().parts:
-                self.store.remove(self._path(r.name, f"{part.msn}.{part.index}.m4s"))
+                self._store(r).remove(self._path(r.name, f"{part.msn}.{part.index}.m4s"))
 
     def _publish_playlist(self, r: _Rendition) -> None:
+        if r.variant == "B":
+            self._publish_variant_holds(r)
+            return
         reports = tuple(
             hls.RenditionReport(
                 uri=f"../{o.name}/index.m3u8",
@@ -301,6 +394,14 @@ class LivePipeline:
                 pending_pdt = self._run_anchor + (pending[0].start - self._run_offset)
         if not r.segments and not pending:
             return
+        keys: tuple[hls.HlsKey, ...] = ()
+        maps: tuple[hls.HlsMap, ...] = ()
+        if self.keys is not None:
+            msns = [s.msn for s in r.segments] + [p.msn for p in pending[:1]]
+            if next_part is not None and next_part[0] not in msns:
+                msns.append(next_part[0])
+            kind = "audio" if r.name == AUDIO else "video"
+            keys, maps = self.keys.hls_changes(msns, kind)
         playlist = hls.MediaPlaylist(
             target_duration=self.target_duration,
             part_target=self.part_target,
@@ -312,7 +413,8 @@ class LivePipeline:
             ended=False,
             pending_program_date_time=pending_pdt,
             pending_discontinuity=bool(pending) and r.pending_discontinuity,
-            keys=(hls_key(self.key_signal, 0),) if self.key_signal is not None else (),
+            keys=keys,
+            maps=maps,
         )
         full = hls.render_media_playlist(playlist)
         delta = hls.render_media_playlist(playlist, skip=True) if self.part_target is not None else None
@@ -336,9 +438,10 @@ class LivePipeline:
         speculative one; a hint replaced before its part came is withdrawn."""
         if path == r.hinted:
             return
-        if r.hinted is not None and self.store.get(r.hinted) is None:
-            self.store.remove(r.hinted)
-        self.store.expect(path, "part")
+        store = self._store(r)
+        if r.hinted is not None and store.get(r.hinted) is None:
+            store.remove(r.hinted)
+        store.expect(path, "part")
         r.hinted = path
 
     def _publish_multivariant(self) -> None:
@@ -358,11 +461,40 @@ class LivePipeline:
         a = self.renditions[AUDIO]
         assert a.track is not None
         audio = hls.AudioRendition(track=a.track, bandwidth=a.bandwidth, average_bandwidth=a.average_bandwidth)
-        session_keys = hls_key_tags(self.key_signal) if self.key_signal is not None else ()
+        session_keys: tuple[str, ...] = ()
+        if self.keys is not None:
+            # The key in force when the stream is announced (with rotation the Common pssh of
+            # its init segment also names the next one; later keys come from EXT-X-KEY).
+            current = max((o.last_msn for o in self.renditions.values()), default=0)
+            session_keys = hls_key_tags(self.keys.signal(self.keys.period(max(current, 0)), "video"))
         self.store.put_manifest(
-            f"{self.config.stream}/master.m3u8", hls.render_multivariant(variants, audio, session_keys=session_keys)
+            f"{self.config.stream}/master.m3u8",
+            hls.render_multivariant(
+                variants, audio, session_keys=session_keys, pathways=self.pathways, content_steering=self._steering_tag()
+            ),
         )
+        if self.pathways:
+            manifest = steering.SteeringManifest(tuple(p.id for p in self.pathways))
+            self.store.put_manifest(f"{self.config.stream}/{steering.STEERING_MANIFEST_NAME}", manifest.render())
         self._publish_mpd()
+
+    def _period_protection(self, key_period: int) -> dict[str, object]:
+        """A rotating stream's Period: its init segment and ContentProtection (else none:
+        the MPD-wide descriptors apply)."""
+        if self.keys is None or not self.keys.rotates:
+            return {}
+        return {
+            "initialization": f"$RepresentationID$/{self.keys.init_name(key_period)}",
+            "content_protection": dash_content_protection(self.keys.signal(key_period, "video")),
+            "audio_content_protection": dash_content_protection(self.keys.signal(key_period, "audio")),
+        }
+
+    def _steering_tag(self) -> str | None:
+        """EXT-X-CONTENT-STEERING: the steering manifest beside master.m3u8 (relative, so each
+        origin answers for itself), starting on the first pathway."""
+        if not self.pathways:
+            return None
+        return steering.content_steering_attrs(steering.STEERING_MANIFEST_NAME, self.pathways[0].id)
 
     def _publish_mpd(self) -> None:
         """The MPD changes only when a Period starts (SegmentTemplate@duration needs no updates)."""
@@ -372,7 +504,13 @@ class LivePipeline:
         window = self.config.packaging.dvr_window
         now = time.time()
         live_from = now - self.availability_start - window
-        periods = [p for i, p in enumerate(self.periods) if i + 1 == len(self.periods) or self.periods[i + 1].start > live_from]
+        runs = [(p.id, p.start, p.start_number, p.wall_clock) for p in self.periods]
+        if self.keys is not None:
+            # Key rotation: one Period per key period, the next one listed ahead of its start.
+            cut = self.keys.dash_periods(runs, max(self._key_period, 0), self.segment_duration)
+        else:
+            cut = [KeyedPeriod(*run, 0) for run in runs]
+        periods = [p for i, p in enumerate(cut) if i + 1 == len(cut) or cut[i + 1].start > live_from]
         video = tuple(
             dash.DashRepresentation(
                 id=rung.name,
@@ -384,8 +522,15 @@ class LivePipeline:
         )
         a = self.renditions[AUDIO]
         audio = dash.DashRepresentation(id=AUDIO, track=a.track, bandwidth=a.bandwidth)  # type: ignore[arg-type]
-        low_latency = self.part_target is not None
+        # Key rotation makes a Period per key period; dash.js 5.2 and Shaka 5.2 in chunked
+        # (low-latency) mode drop the tail of each Period's last segment (it is still being
+        # produced when they switch Periods) and stall at every boundary, so a rotating
+        # stream's MPD is regular DASH (whole segments). HLS stays low-latency.
+        low_latency = self.part_target is not None and not (self.keys is not None and self.keys.rotates)
         protection = dash_content_protection(self.key_signal) if self.key_signal is not None else ()
+        audio_protection = protection
+        if self.keys is not None and not self.keys.rotates:
+            audio_protection = dash_content_protection(self.keys.signal(0, "audio"))
         mpd = dash.LiveMpd(
             availability_start_time=self.availability_start,
             publish_time=now,
@@ -396,20 +541,67 @@ class LivePipeline:
                     start_number=p.start_number,
                     presentation_time=p.start,
                     wall_clock=p.wall_clock,
+                    **self._period_protection(p.key_period),
+                    end_number=self._run_end(
+                        p.start_number,
+                        nxt.start_number if nxt else None,
+                        self.keys.last_msn(p.key_period, nxt.start_number if nxt else None) if self.keys is not None else None,
+                    ),
                 )
-                for p in periods
+                for p, nxt in zip(periods, [*periods[1:], None])
             ),
             video=video,
             audio=audio,
             segment_duration=self.segment_duration,
             utc_timing_url=self.time_url,
             time_shift_buffer_depth=window,
-            part_duration=self.part_target,
+            part_duration=self.part_target if low_latency else None,
             latency=dash.LatencyTarget(target_ms=1500, min_ms=1000, max_ms=3000) if low_latency else None,
             content_protection=protection,
-            audio_content_protection=protection,
+            audio_content_protection=audio_protection,
+            base_urls=tuple((p.base, p.id) for p in self.pathways),
         )
         self.store.put_manifest(f"{self.config.stream}/manifest.mpd", dash.render_mpd(mpd))
+
+    def _run_end(self, start_number: int, next_start: int | None, keyed: int | None) -> int | None:
+        """SegmentTemplate@endNumber of a Period: the key period's end (`keyed`), or sooner the
+        last number its encoder run completed when the next Period is a later run."""
+        ends = [keyed] if keyed is not None else []
+        for run in self.periods:
+            last = run.last_msn
+            if last is not None and run.start_number <= start_number <= last and (next_start is None or next_start > last):
+                ends.append(last)
+        return min(ends) if ends else None
+
+    def _all(self) -> list[_Rendition]:
+        return [*self.renditions.values(), *self.variants.values()]
+
+    def _store(self, r: _Rendition) -> MediaStore:
+        if r.variant == "B":
+            assert self.variant_store is not None
+            return self.variant_store
+        return self.store
+
+    def _publish_variant_holds(self, r: _Rendition) -> None:
+        """Variant B has no playlist of its own (viewers get A's, rendered once): the variant
+        store gets only the position and timing its hold rules need (early and preload-hinted
+        requests of B objects are held like A's), with an empty body that is never served."""
+        if not r.segments and not r.pending_parts:
+            return
+        self._store(r).put_playlist(
+            self._path(r.name, "index.m3u8"),
+            full=b"",
+            delta=None,
+            msn=r.last_msn,
+            part=r.last_part,
+            target_duration=self.target_duration,
+            part_target=self.part_target,
+            ended=False,
+            complete_msn=r.segments[-1].msn if r.segments else -1,
+        )
+        if self.part_target is not None and r.segmenter is not None:
+            msn, index = r.segmenter.next_part()
+            self._expect_hinted(r, self._path(r.name, f"{msn}.{index}.m4s"))
 
     def _path(self, rendition: str, name: str) -> str:
         return f"{self.config.stream}/{rendition}/{name}"

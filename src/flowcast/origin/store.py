@@ -11,6 +11,10 @@ single publish wakes:
   part share one event) and nobody polls.
 
 Everything runs on one event loop (the packager's); the methods are not thread-safe.
+
+Chaos: ``hold_publication(seconds)`` withholds every publish (parts, segments, playlists,
+manifests, removals, hints) for that long, then applies them all at once, in order, so
+players see the origin stall exactly as if the packager had stopped (origin/chaos.py).
 """
 
 from __future__ import annotations
@@ -244,11 +248,83 @@ class MediaStore:
         self._object_pulses: dict[str, _Pulse] = {}
         self._playlist_waiters: dict[str, _PlaylistWaiters] = {}
         self._dirs: dict[str, _DirInfo] = {}
+        # Publication hold (chaos): the deferred publishes, in order, and when it ends.
+        self._held: list[tuple[str, tuple[object, ...], dict[str, object]]] | None = None
+        self._hold_until = 0.0
+        self._hold_timer: asyncio.TimerHandle | None = None
+
+    # -- publication hold ----------------------------------------------------------------
+
+    def hold_publication(self, seconds: float) -> float:
+        """Withhold every publish for ``seconds`` (extending a hold in progress), then
+        apply them all at once. Returns the loop time the hold ends.
+
+        Requests keep their normal rules while held: a blocking reload waits up to its 3
+        target durations, and the bounds of hinted or early media requests are pushed back
+        by the hold, so they wait for the release rather than 404 in the middle of it.
+        """
+        if not 0 < seconds <= 60:
+            raise ValueError("seconds must be > 0 and <= 60")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        until = max(now + seconds, self._hold_until if self._held is not None else now)
+        extend = until - max(now, self._hold_until if self._held is not None else now)
+        if self._held is None:
+            self._held = []
+        for exp in self._expected.values():
+            exp.deadline += extend
+        self._hold_until = until
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        self._hold_timer = loop.call_at(until, self.release_publication)
+        return until
+
+    @property
+    def publication_held(self) -> bool:
+        return self._held is not None
+
+    def release_publication(self) -> int:
+        """End a hold now: apply the withheld publishes in order. Returns how many."""
+        held, self._held = self._held, None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if not held:
+            return 0
+        published: set[object] = set()
+        applied = 0
+        for i, (name, args, kwargs) in enumerate(held):
+            path = args[0]
+            if (
+                name == "remove"
+                and path in published
+                and i + 1 < len(held)
+                and held[i + 1][0] == "expect"
+            ):
+                # A preload hint withdrawn just before the next hint is announced, for a
+                # part published during the hold: the packager saw the part as absent only
+                # because it was held (get() hides it); it would not remove it otherwise.
+                # (A window-slide removal is not followed by a new hint.)
+                continue
+            if name in ("put", "begin"):
+                published.add(path)
+            getattr(self, name)(*args, **kwargs)
+            applied += 1
+        return applied
+
+    def _defer(self, name: str, path: str, *args: object, **kwargs: object) -> bool:
+        """Queue a publish while a hold is on (True), or let it run now (False)."""
+        if self._held is None:
+            return False
+        self._held.append((name, (path, *args), kwargs))
+        return True
 
     # -- publishing ------------------------------------------------------------------
 
     def put(self, path: str, data: bytes, kind: ResourceKind | str) -> None:
         """Publish a complete immutable object (init, part, segment); wakes its waiters."""
+        if self._defer("put", path, data, kind):
+            return
         kind = ResourceKind(kind)
         if kind is ResourceKind.PLAYLIST:
             raise ValueError("use put_playlist() for media playlists")
@@ -275,6 +351,8 @@ class MediaStore:
 
     def remove(self, path: str) -> None:
         """Drop an object, a growing segment or a playlist (window slid, stream stopped)."""
+        if self._defer("remove", path):
+            return
         self._objects.pop(path, None)
         self._expected.pop(path, None)
         growing = self._growing.pop(path, None)
@@ -297,6 +375,8 @@ class MediaStore:
         PART-TARGET (a hinted part is due within one part target, 6.2.1), else the
         store's ``hold_timeout``. Past the bound the request is a 404.
         """
+        if self._defer("expect", path, kind, hold=hold):
+            return
         kind = ResourceKind(kind)
         if path in self._objects or path in self._growing:
             return
@@ -311,6 +391,8 @@ class MediaStore:
 
     def begin(self, path: str, kind: ResourceKind | str = ResourceKind.SEGMENT) -> None:
         """Start a growing object (an in-progress CMAF segment)."""
+        if self._defer("begin", path, kind):
+            return
         kind = ResourceKind(kind)
         previous = self._growing.get(path)
         if previous is not None:
@@ -324,6 +406,8 @@ class MediaStore:
 
     def append(self, path: str, chunk: bytes) -> None:
         """Add a CMAF chunk to a growing object; wakes its readers."""
+        if self._defer("append", path, chunk):
+            return
         growing = self._growing[path]
         if growing.finished:
             raise ValueError(f"{path} is finished")
@@ -333,6 +417,8 @@ class MediaStore:
 
     def finish(self, path: str) -> None:
         """Complete a growing object: it becomes an immutable object of the same path."""
+        if self._defer("finish", path):
+            return
         growing = self._growing.pop(path)
         growing.finished = True
         growing._fire()
@@ -368,6 +454,11 @@ class MediaStore:
         Wakes every blocking-reload waiter that is now satisfied, and all of them when
         the playlist has ended (directives are ignored after ENDLIST).
         """
+        if self._defer(
+            "put_playlist", path, full=full, delta=delta, msn=msn, part=part, target_duration=target_duration,
+            part_target=part_target, ended=ended, complete_msn=complete_msn,
+        ):
+            return
         if complete_msn is None:
             complete_msn = msn if (ended or not part_target) else msn - 1
         previous = self._playlists.get(path)
@@ -436,9 +527,10 @@ class MediaStore:
             or self._speculative >= self.max_speculative_holds
         ):
             return None
+        held = max(0.0, self._hold_until - now) if self._held is not None else 0.0
         if info.part_target:
-            return now + 3.0 * info.part_target, ResourceKind.PART, True
-        return now + min(info.target_duration, self.hold_timeout), ResourceKind.SEGMENT, True
+            return now + held + 3.0 * info.part_target, ResourceKind.PART, True
+        return now + held + min(info.target_duration, self.hold_timeout), ResourceKind.SEGMENT, True
 
     # -- waiting ---------------------------------------------------------------------
 

@@ -2,8 +2,14 @@
 
 Routes (JSON; errors are `{"error": ..., "field": ...}` with the collector's status):
 - ``POST /qoe/v1/events``: a beacon batch (collector.py wire format) -> 202.
-- ``POST /qoe/v1/consent``: ``{"session_id": ..., "action": "withdraw"}`` -> the session's
-  data is erased and further events (and CMCD-tagged requests) for it are refused.
+- ``POST /qoe/v1/consent``: a consent decision, recorded as proof (LGPD Art. 8 par. 2):
+  ``{"session_id", "action": "grant" | "decline" | "withdraw", "banner_version",
+  "banner_hash" (SHA-256 hex of the text shown), "language", "purposes", "user_id"?}``
+  -> 201 (the session id may be "" for a decline: no id exists before opting in).
+  ``withdraw`` also erases the session's data and refuses further events (and
+  CMCD-tagged requests) for it -> 200; sent with only ``session_id`` and ``action`` (as
+  analytics.js does), the withdrawal is recorded with the banner facts of the grant.
+- ``GET /qoe/v1/consent/<session id>``: the session's recorded decisions (admin).
 - ``GET /qoe/v1/report?since=1h&by=cdn``: QoE aggregates (qoe.py).
 - ``GET /qoe/v1/sessions?since=1h``, ``GET /qoe/v1/sessions/<id>``: recent sessions; one
   session's player events and origin requests on one timeline.
@@ -25,7 +31,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Final, TypeVar
@@ -35,10 +41,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from flowcast.telemetry.cmcd import origin_request
 from flowcast.telemetry.collector import Batch, Collector, CollectorError
+from flowcast.telemetry.cost import BaselineAnomalyDetector, CostAnomaly, CostMonitor, CostTick
 from flowcast.telemetry.prom import sli_increments
-from flowcast.telemetry.qoe import GROUP_FIELDS, anonymous_counts, qoe_aggregates
-from flowcast.telemetry.slo import DEFAULT_SLOS, Slo
-from flowcast.telemetry.store import Store
+from flowcast.telemetry.qoe import GROUP_FIELDS, anonymous_counts, qoe_aggregates, sli_counts
+from flowcast.telemetry.slo import DEFAULT_RULES, DEFAULT_SLOS, AlertTransition, BurnRateEvaluator, BurnRateRule, LogSink, Slo
+from flowcast.telemetry.schema import hash_user_id
+from flowcast.telemetry.store import ConsentProof, Store
 from flowcast.telemetry.timeline import delete_session, recent_sessions, session_timeline, timeseries
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,10 @@ PREFIX: Final = "/qoe/v1/"
 _SINCE = re.compile(r"^(\d{1,6})(s|m|h|d)$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_SINCE_S: Final = 400 * 86400
+CONSENT_LANGUAGES: Final = ("en", "pt-BR")
+# The purposes the banner asks for (consent.js): QoE measurement only (Art. 8 par. 4:
+# generic consent is void, so an unknown purpose is refused rather than stored).
+CONSENT_PURPOSES: Final = ("qoe_analytics",)
 _CMCD_HEADERS: Final = ("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session")
 _JSON_HEADERS: Final = [
     ("content-type", "application/json"),
@@ -134,6 +146,35 @@ class QoeMetrics:
                 self.sli_total.labels(name).inc(total)
 
 
+class CostMetrics:
+    """Cost figures of the last period (telemetry/cost.py CostMonitor)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.per_viewer_minute = Gauge(
+            "flowcast_cost_per_viewer_minute_usd", "Cost per viewer-minute over the last period", registry=registry
+        )
+        self.per_transcode_hour = Gauge(
+            "flowcast_cost_per_transcode_hour_usd", "Cost per transcode hour over the last period", registry=registry
+        )
+        self.egress_gb = Gauge("flowcast_cost_egress_gb", "Origin egress in the last period (GB)", registry=registry)
+        self.viewer_minutes = Gauge("flowcast_cost_viewer_minutes", "Viewer-minutes in the last period", registry=registry)
+        self.baseline = Gauge(
+            "flowcast_cost_per_viewer_minute_baseline_usd", "Trailing baseline of cost per viewer-minute", registry=registry
+        )
+        self.anomaly = Gauge("flowcast_cost_anomaly", "1 while a cost anomaly alert is firing", registry=registry)
+
+    def update(self, tick: CostTick, detector: BaselineAnomalyDetector) -> None:
+        if tick.per_viewer_minute is not None:
+            self.per_viewer_minute.set(tick.per_viewer_minute)
+        if tick.per_transcode_hour is not None:
+            self.per_transcode_hour.set(tick.per_transcode_hour)
+        self.egress_gb.set(tick.egress_gb)
+        self.viewer_minutes.set(tick.viewer_minutes)
+        if detector.baseline is not None:
+            self.baseline.set(detector.baseline)
+        self.anomaly.set(1 if detector.firing else 0)
+
+
 # An access event as recorded on the hot path; CMCD is parsed at flush time.
 _Access = tuple[float, str, str, tuple[tuple[str, str], ...], int, int, float]
 
@@ -154,6 +195,11 @@ class TelemetryService:
         max_pending: int = 200_000,
         origin_id: str = "",
         owns_store: bool = True,
+        cost: CostMonitor | None = None,
+        cost_interval_s: float = 60.0,
+        alert_sinks: Sequence[Any] = (),
+        slo_rules: Sequence[BurnRateRule] = DEFAULT_RULES,
+        slo_interval_s: float = 60.0,
     ) -> None:
         self.store = store
         self.collector = collector
@@ -169,6 +215,19 @@ class TelemetryService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telemetry-store")
         self._task: asyncio.Task[None] | None = None
         self._flush_lock: asyncio.Lock | None = None
+        # Cost per viewer-minute / transcode hour every cost_interval_s, anomaly alerts to
+        # the log and the sinks (slo.WebhookSink), figures in /metrics.
+        self.cost = cost
+        self.cost_interval_s = cost_interval_s
+        self.alert_sinks = tuple(alert_sinks)
+        self._cost_task: asyncio.Task[None] | None = None
+        # Burn-rate alerts, evaluated every slo_interval_s from the store (so a restart
+        # loses no window), to the log and the same sinks as cost anomalies.
+        self.slo_evaluators = [BurnRateEvaluator(slo, slo_rules) for slo in self.slos]
+        self.slo_interval_s = slo_interval_s
+        self._slo_task: asyncio.Task[None] | None = None
+        self._slo_log = LogSink()
+        self.cost_metrics = CostMetrics(registry) if cost is not None else None
         self._withdrawn_file = Path(state_dir) / "withdrawn_sessions.txt" if state_dir else None
         self.withdrawn: set[str] = set()
         if self._withdrawn_file is not None and self._withdrawn_file.exists():
@@ -178,8 +237,20 @@ class TelemetryService:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._flush_loop(), name="telemetry flush")
+        if self.cost is not None and self._cost_task is None:
+            self._cost_task = asyncio.create_task(self._cost_loop(), name="telemetry cost")
+        if self.slo_evaluators and self._slo_task is None:
+            self._slo_task = asyncio.create_task(self._slo_loop(), name="telemetry SLO alerts")
 
     async def stop(self) -> None:
+        for task in (self._cost_task, self._slo_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._cost_task = self._slo_task = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -202,6 +273,62 @@ class TelemetryService:
             except Exception:  # noqa: BLE001 - keep flushing; the rows of that flush are lost
                 self.metrics.flush_errors.inc()
                 log.exception("telemetry flush failed")
+
+    async def _cost_loop(self) -> None:
+        assert self.cost is not None
+        self.cost.last_t = time.time()
+        while True:
+            await asyncio.sleep(self.cost_interval_s)
+            try:
+                await self.cost_tick(time.time())
+            except Exception:  # noqa: BLE001 - keep tracking; this period is skipped
+                log.exception("cost tracking failed")
+
+    async def cost_tick(self, now: float) -> list[CostAnomaly]:
+        """One cost period ending `now`: figures to /metrics, anomalies to the sinks."""
+        assert self.cost is not None and self.cost_metrics is not None
+        await self.flush()  # the period's access events and beacons are in the store
+        tick, alerts = await self._in_store(self.cost.tick, now)
+        self.cost_metrics.update(tick, self.cost.detector)
+        for a in alerts:
+            level = logging.ERROR if a.state == "firing" else logging.WARNING
+            log.log(level, "cost anomaly %s %s: %.6g USD (baseline %.6g, x%.1f)",
+                    a.metric, a.state, a.value, a.mean, self.cost.detector.factor)
+            for sink in self.alert_sinks:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, sink.send, a)
+                except Exception as exc:  # noqa: BLE001 - one sink down must not stop the others
+                    log.warning("alert sink %s failed: %s", type(sink).__name__, exc)
+        return alerts
+
+    async def _slo_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.slo_interval_s)
+            try:
+                await self.slo_tick(time.time())
+            except Exception:  # noqa: BLE001 - keep evaluating; this tick is skipped
+                log.exception("SLO evaluation failed")
+
+    async def slo_tick(self, now: float) -> list[AlertTransition]:
+        """Evaluate every SLO's burn-rate rules at `now`; transitions go to the log and sinks."""
+        await self.flush()
+        transitions = await self._in_store(self._evaluate_slos, now)
+        loop = asyncio.get_running_loop()
+        for alert in transitions:
+            self._slo_log.send(alert)
+            for sink in self.alert_sinks:
+                try:
+                    await loop.run_in_executor(None, sink.send, alert)
+                except Exception as exc:  # noqa: BLE001 - one sink down must not stop the others
+                    log.warning("alert sink %s failed: %s", type(sink).__name__, exc)
+        return transitions
+
+    def _evaluate_slos(self, now: float) -> list[AlertTransition]:
+        out: list[AlertTransition] = []
+        for evaluator in self.slo_evaluators:
+            counts = {w: sli_counts(self.store, evaluator.slo, now - w, now) for w in evaluator.windows}
+            out.extend(evaluator.evaluate(now, counts))
+        return out
 
     async def _in_store(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -278,6 +405,14 @@ class TelemetryService:
                     now = time.time()
                     rows = await self._in_store(timeseries, self.store, now - since, now + 1, step)
                     _json(proto, 200, {"step_s": step, "series": rows})
+            elif method in ("GET", "HEAD") and rel.startswith("consent/"):
+                self._admin(scope)
+                sid = rel[len("consent/"):]
+                proofs = await self._in_store(lambda: self.store.consent_proofs(session_id=sid)) if sid else []
+                if not proofs:
+                    _json(proto, 404, {"error": "no consent decision recorded", "field": "session_id"})
+                else:
+                    _json(proto, 200, {"session_id": sid, "decisions": proofs})
             elif method in ("GET", "HEAD") and rel.startswith("sessions/"):
                 self._admin(scope)
                 sid = rel[len("sessions/"):]
@@ -355,18 +490,67 @@ class TelemetryService:
             doc = json.loads(body)
         except ValueError:
             raise BadQuery("(body)", "not JSON") from None
-        if type(doc) is not dict or set(doc) != {"session_id", "action"}:
-            raise BadQuery("(body)", 'must be {"session_id": ..., "action": "withdraw"}')
-        sid, action = doc["session_id"], doc["action"]
-        if type(sid) is not str or not 0 < len(sid) <= 64:
+        if type(doc) is not dict or not {"session_id", "action"} <= set(doc):
+            raise BadQuery("(body)", 'must be {"session_id": ..., "action": "grant" | "decline" | "withdraw", ...}')
+        action = doc["action"]
+        if action not in ("grant", "decline", "withdraw"):
+            raise BadQuery("action", "must be grant, decline or withdraw")
+        sid = doc["session_id"]
+        # A viewer who declines has no session id (none is made before opting in).
+        if type(sid) is not str or len(sid) > 64 or (not sid and action != "decline"):
             raise BadQuery("session_id", "must be a non-empty string of at most 64 characters")
+        if action == "grant" and sid in self.withdrawn:
+            raise BadQuery("session_id", "consent was withdrawn for this session; a new consent starts a new session")
+        proof = None
+        if action != "withdraw" or len(doc) > 2:
+            proof = self._consent_proof(doc, sid, action)
         if action != "withdraw":
-            raise BadQuery("action", "must be withdraw (consent is given on the events themselves)")
+            assert proof is not None
+            await self._in_store(self.store.insert_consent, proof)
+            _json(proto, 201, {"session_id": sid, "recorded": proof.choice})
+            return
         self.withdraw(sid)
         # Pending rows are filtered at flush time; then erase what is already stored.
         await self.flush()
         await self._in_store(delete_session, self.store, sid)
+        if proof is None:  # the player sent only the id: take the banner facts from the grant
+            proof = await self._in_store(self._withdrawal_from_grant, sid)
+        await self._in_store(self.store.insert_consent, proof)
         _json(proto, 200, {"session_id": sid, "withdrawn": True, "erased": True})
+
+    def _consent_proof(self, doc: dict[str, Any], sid: str, action: str) -> ConsentProof:
+        """Validate a consent decision's banner facts (each error names its field)."""
+        allowed = {"session_id", "action", "banner_version", "banner_hash", "language", "purposes", "user_id"}
+        extra = set(doc) - allowed
+        if extra:
+            raise BadQuery(sorted(extra)[0], "unknown field")
+        version, bhash, lang = doc.get("banner_version"), doc.get("banner_hash"), doc.get("language")
+        purposes, user = doc.get("purposes"), doc.get("user_id")
+        if type(version) is not str or not 0 < len(version) <= 32:
+            raise BadQuery("banner_version", "must be a non-empty string of at most 32 characters")
+        if type(bhash) is not str or not re.fullmatch(r"[0-9a-f]{64}", bhash):
+            raise BadQuery("banner_hash", "must be the SHA-256 hex of the banner text shown")
+        if lang not in CONSENT_LANGUAGES:
+            raise BadQuery("language", f"must be one of {', '.join(CONSENT_LANGUAGES)}")
+        if type(purposes) is not list or not purposes or any(p not in CONSENT_PURPOSES for p in purposes):
+            raise BadQuery("purposes", f"must be a non-empty list of {', '.join(CONSENT_PURPOSES)}")
+        if user is not None and (type(user) is not str or not 0 < len(user) <= 256):
+            raise BadQuery("user_id", "must be a non-empty string of at most 256 characters")
+        choice = {"grant": "granted", "decline": "declined", "withdraw": "withdrawn"}[action]
+        return ConsentProof(
+            ts=time.time(), session_id=sid, choice=choice, banner_version=version, banner_hash=bhash,
+            language=lang, purposes=tuple(dict.fromkeys(purposes)),
+            user_id=hash_user_id(user, self.collector.config.hmac_key) if user else "",
+        )
+
+    def _withdrawal_from_grant(self, sid: str) -> ConsentProof:
+        grants = [p for p in self.store.consent_proofs(session_id=sid) if p["choice"] == "granted"]
+        g = grants[-1] if grants else {"banner_version": "", "banner_hash": "", "language": "", "purposes": [],
+                                       "user_id": ""}
+        return ConsentProof(
+            ts=time.time(), session_id=sid, choice="withdrawn", banner_version=g["banner_version"],
+            banner_hash=g["banner_hash"], language=g["language"], purposes=tuple(g["purposes"]), user_id=g["user_id"],
+        )
 
     def withdraw(self, session_id: str) -> None:
         if session_id in self.withdrawn:

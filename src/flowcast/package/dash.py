@@ -24,6 +24,7 @@ MP4PROTECTION_SCHEME = "urn:mpeg:dash:mp4protection:2011"
 CENC_NS = "urn:mpeg:cenc:2013"
 DASHIF_CPS_NS = "https://dashif.org/CPS"  # dashif:Laurl (DASH-IF IOP 4.3 / CPS)
 CLEARKEY_NS = "http://dashif.org/guidelines/clearKey"  # clearkey:Laurl, older dash.js
+MSPR_NS = "urn:microsoft:playready"  # mspr:pro, the PlayReady Object (PlayReady DASH guidance)
 MEDIA_TEMPLATE = "$RepresentationID$/$Number$.m4s"
 INIT_TEMPLATE = "$RepresentationID$/init.mp4"
 
@@ -70,6 +71,16 @@ class MpdPeriod:
     start_number: int
     presentation_time: float = 0.0
     wall_clock: float | None = None
+    # Key rotation: each key period is a Period with its own init segment (its tenc names
+    # the period's KID) and its own ContentProtection; None: the MPD-wide ones.
+    initialization: str | None = None
+    # The last segment number of the Period (SegmentTemplate@endNumber, 23009-1 5th ed.):
+    # dash.js then never fetches the next Period's first segment under this Period. Not
+    # also as DASH-IF IOP 4.4.3.6 last-segment-number: Shaka 5.2 reads that value minus one
+    # and drops each Period's last segment (measured: a 2 s gap per key period).
+    end_number: int | None = None
+    content_protection: tuple["ContentProtection", ...] | None = None
+    audio_content_protection: tuple["ContentProtection", ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,7 @@ class ContentProtection:
     pssh: str | None = None
     laurl: str | None = None
     clearkey_laurl: str | None = None
+    pro: str | None = None  # mspr:pro: base64 PlayReady Object (the PlayReady pssh data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +135,9 @@ class LiveMpd:
     # Encryption signalling: on every AdaptationSet; audio may use its own (None: same).
     content_protection: tuple[ContentProtection, ...] = ()
     audio_content_protection: tuple[ContentProtection, ...] | None = None
+    # Redundant origins (package.steering): MPD-level BaseURLs as (absolute URL, serviceLocation),
+    # in priority order; players move to the next on errors (DASH-IF IOP 4.3, 23009-1 5.6).
+    base_urls: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.periods:
@@ -168,10 +183,15 @@ def _content_protection(parent: ET.Element, cps: tuple[ContentProtection, ...]) 
             ET.SubElement(el, "clearkey:Laurl", {"Lic_type": "EME-1.0"}).text = cp.clearkey_laurl
         if cp.pssh is not None:
             ET.SubElement(el, "cenc:pssh").text = cp.pssh
+        if cp.pro is not None:
+            ET.SubElement(el, "mspr:pro").text = cp.pro
 
 
 def _all_protection(mpd: LiveMpd) -> tuple[ContentProtection, ...]:
-    return mpd.content_protection + (mpd.audio_content_protection or ())
+    out = mpd.content_protection + (mpd.audio_content_protection or ())
+    for p in mpd.periods:
+        out += (p.content_protection or ()) + (p.audio_content_protection or ())
+    return out
 
 
 def _utc_timing(parent: ET.Element, url: str) -> None:
@@ -217,6 +237,10 @@ def _adaptation_set(
     cps = mpd.content_protection
     if kind == "audio" and mpd.audio_content_protection is not None:
         cps = mpd.audio_content_protection
+    if period.content_protection is not None:
+        cps = period.content_protection
+        if kind == "audio" and period.audio_content_protection is not None:
+            cps = period.audio_content_protection
     _content_protection(aset, cps)
     if mpd.chunked:
         # Schema order: ProducerReferenceTime is a RepresentationBase child, before
@@ -241,8 +265,10 @@ def _adaptation_set(
         "startNumber": str(period.start_number),
         "presentationTimeOffset": str(pto),
         "media": MEDIA_TEMPLATE,
-        "initialization": INIT_TEMPLATE,
+        "initialization": period.initialization or INIT_TEMPLATE,
     }
+    if period.end_number is not None:
+        st["endNumber"] = str(period.end_number)
     if mpd.chunked:
         st["availabilityTimeOffset"] = _num(mpd.availability_time_offset or 0, 6)
         st["availabilityTimeComplete"] = "false"
@@ -276,6 +302,8 @@ def render_mpd(mpd: LiveMpd) -> bytes:
             attrs["xmlns:dashif"] = DASHIF_CPS_NS
         if any(cp.clearkey_laurl is not None for cp in protection):
             attrs["xmlns:clearkey"] = CLEARKEY_NS
+        if any(cp.pro is not None for cp in protection):
+            attrs["xmlns:mspr"] = MSPR_NS
     max_seg = mpd.segment_duration
     if static:
         duration = mpd.media_presentation_duration
@@ -300,7 +328,9 @@ def render_mpd(mpd: LiveMpd) -> bytes:
     attrs["minBufferTime"] = format_duration(mbt or mpd.segment_duration)
     root = ET.Element("MPD", attrs)
 
-    # Schema order: ... ServiceDescription, Period+, ..., UTCTiming.
+    # Schema order: ProgramInformation, BaseURL*, Location, ... ServiceDescription, Period+, ..., UTCTiming.
+    for url, location in mpd.base_urls:
+        ET.SubElement(root, "BaseURL", serviceLocation=location).text = url
     if mpd.chunked and mpd.latency is not None:
         sd = ET.SubElement(root, "ServiceDescription", id="0")
         lat = mpd.latency

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from flowcast.media.types import TrackInfo
 from flowcast.package.model import Part, Segment
+from flowcast.package.steering import Pathway
 
 # EXT-X-SKIP (delta updates) needs protocol version 9 (4.4.5.2); the LL tags themselves
 # need no more, so every low-latency playlist says 9 and a delta update never changes it.
@@ -83,6 +84,32 @@ class HlsKey:
 
 
 @dataclass(frozen=True, slots=True)
+class HlsMap:
+    """The EXT-X-MAP in force from segment `msn` on (4.4.4.5), until the next HlsMap.
+
+    Key rotation gives each key period its own init segment (its tenc names the period's
+    KID), so the map changes with the key.
+    """
+
+    msn: int
+    uri: str
+
+
+def _in_force(changes: tuple, msn: int, first: bool):  # type: ignore[type-arg]
+    """The change (HlsKey/HlsMap) to write before segment `msn`: the one in force for the
+    first segment written (a delta update or a sliding window may have dropped the tag that
+    introduced it), else only one that starts exactly at `msn`."""
+    current = None
+    for c in changes:
+        if c.msn > msn:
+            break
+        current = c
+    if current is None or (not first and current.msn != msn):
+        return None
+    return current
+
+
+@dataclass(frozen=True, slots=True)
 class MediaPlaylist:
     """The state of one rendition's media playlist at one publish.
 
@@ -108,6 +135,8 @@ class MediaPlaylist:
     pending_discontinuity: bool = False
     # Encryption: key changes, oldest first (empty: clear media, nothing rendered).
     keys: tuple[HlsKey, ...] = ()
+    # Init segment changes, oldest first (empty: `map_uri` for every segment).
+    maps: tuple[HlsMap, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target_duration < 1:
@@ -123,6 +152,8 @@ class MediaPlaylist:
             raise ValueError("pending_parts must belong to one segment")
         if any(b.msn <= a.msn for a, b in zip(self.keys, self.keys[1:])):
             raise ValueError("keys must be in increasing msn order")
+        if any(b.msn <= a.msn for a, b in zip(self.maps, self.maps[1:])):
+            raise ValueError("maps must be in increasing msn order")
 
     def key_tags_before(self, msn: int, first: bool) -> tuple[str, ...]:
         """EXT-X-KEY attribute lists to write before segment `msn`.
@@ -130,14 +161,24 @@ class MediaPlaylist:
         The first segment written gets the keys in force (a delta update or a sliding
         window may have dropped the tag that introduced them); later ones only a change.
         """
-        current: HlsKey | None = None
-        for k in self.keys:
-            if k.msn > msn:
-                break
-            current = k
-        if current is None or (not first and current.msn != msn):
-            return ()
-        return current.tags
+        current = _in_force(self.keys, msn, first)
+        return () if current is None else current.tags
+
+    def map_before(self, msn: int, first: bool) -> str | None:
+        """The EXT-X-MAP URI to write before segment `msn` (same rule as the keys)."""
+        if not self.maps:
+            return self.map_uri if first else None
+        current = _in_force(self.maps, msn, first)
+        return None if current is None else current.uri
+
+    def _change_lines(self, msn: int, first: bool) -> list[str]:
+        # KEY before MAP: with SAMPLE-AES the init segment itself is clear (4.4.4.5), and a
+        # player that loads the key as it meets the new map has it before the first sample.
+        out = [f"#EXT-X-KEY:{t}" for t in self.key_tags_before(msn, first)]
+        uri = self.map_before(msn, first) if self.maps else None  # else written once at the top
+        if uri is not None:
+            out.append(f'#EXT-X-MAP:URI="{uri}"')
+        return out
 
     @property
     def low_latency(self) -> bool:
@@ -246,6 +287,13 @@ def _part_line(part: Part) -> str:
     return f"#EXT-X-PART:{attrs}"
 
 
+def _starting_lines(pl: MediaPlaylist, msn: int) -> list[str]:
+    """KEY/MAP lines of changes that start exactly at `msn` (nothing when none does)."""
+    out = [f"#EXT-X-KEY:{t}" for k in pl.keys if k.msn == msn for t in k.tags]
+    out += [f'#EXT-X-MAP:URI="{m.uri}"' for m in pl.maps if m.msn == msn]
+    return out
+
+
 def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
     """Render `pl`; `skip=True` gives the delta update (`_HLS_skip=YES|v2`, 6.2.5.1).
 
@@ -274,7 +322,8 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
     # update keeps every tag that is not a skipped segment's (6.2.5.1).
     if skipped:
         out.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
-    out.append(f'#EXT-X-MAP:URI="{pl.map_uri}"')
+    if not pl.maps:
+        out.append(f'#EXT-X-MAP:URI="{pl.map_uri}"')
 
     # Parts are kept for segments ending within 3 Target Durations of the end (6.2.2).
     end = pl.end_time
@@ -286,6 +335,10 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
             out.append("#EXT-X-DISCONTINUITY")
         if pl.keys:
             out.extend(f"#EXT-X-KEY:{t}" for t in pl.key_tags_before(seg.msn, first))
+        if pl.maps:
+            uri = pl.map_before(seg.msn, first)
+            if uri is not None:
+                out.append(f'#EXT-X-MAP:URI="{uri}"')
         first = False
         if ll and seg.start + seg.duration > keep_parts_after + 1e-9:
             out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(seg.program_date_time)}")
@@ -305,6 +358,11 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
             out.append("#EXT-X-DISCONTINUITY")
         if pl.keys:
             out.extend(f"#EXT-X-KEY:{t}" for t in pl.key_tags_before(pl.pending_parts[0].msn, first))
+        if pl.maps:
+            uri = pl.map_before(pl.pending_parts[0].msn, first)
+            if uri is not None:
+                out.append(f'#EXT-X-MAP:URI="{uri}"')
+        first = False
         pdt = pl.pending_program_date_time
         if pdt is None and pl.segments and not pl.pending_discontinuity:
             last = pl.segments[-1]
@@ -314,6 +372,13 @@ def render_media_playlist(pl: MediaPlaylist, *, skip: bool = False) -> bytes:
         out.extend(_part_line(p) for p in pl.pending_parts)
     if ll and not pl.ended and pl.next_part is not None:
         msn, index = pl.next_part
+        if index == 0 and not pl.pending_parts and (pl.keys or pl.maps):
+            # The hinted part opens a segment: when that segment starts a key period, its
+            # EXT-X-KEY and EXT-X-MAP go before the hint, so a player that preloads the part
+            # (hls.js attaches a hinted part to the segment being parsed) decrypts it with the
+            # new key and parses it with the new init segment; they apply to the next
+            # segment, which the next reload lists after them (4.4.4.4, 4.4.4.5).
+            out.extend(pl._change_lines(msn, first) if first else _starting_lines(pl, msn))
         # At most one hint per TYPE, never after ENDLIST (4.4.5.3).
         out.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{msn}.{index}.m4s"')
 
@@ -364,8 +429,15 @@ def render_multivariant(
     *,
     independent_segments: bool = True,
     session_keys: tuple[str, ...] = (),
+    pathways: tuple[Pathway, ...] = (),
+    content_steering: str | None = None,
 ) -> bytes:
     """The multivariant playlist (master.m3u8).
+
+    `pathways` (redundant origins, package.steering): every variant and the audio group
+    once per pathway, with the pathway's absolute URIs, PATHWAY-ID, and an audio group of
+    its own (a pathway's variants name its renditions only); `content_steering`: the
+    EXT-X-CONTENT-STEERING attribute list (4.4.6.6).
 
     BANDWIDTH is the peak rate of the whole variant (video + audio, 4.4.6.2), AVERAGE-
     BANDWIDTH likewise; CODECS lists every codec the variant needs. `session_keys`:
@@ -378,10 +450,20 @@ def render_multivariant(
     if independent_segments:
         out.append("#EXT-X-INDEPENDENT-SEGMENTS")
     out.extend(f"#EXT-X-SESSION-KEY:{t}" for t in session_keys)
+    if content_steering is not None:
+        out.append(f"#EXT-X-CONTENT-STEERING:{content_steering}")
+    for pw in pathways or (None,):
+        _render_pathway(out, variants, audio, pw)
+    return ("\n".join(out) + "\n").encode()
+
+
+def _render_pathway(out: list[str], variants, audio: AudioRendition | None, pw: Pathway | None) -> None:  # type: ignore[no-untyped-def]
+    base = pw.base if pw is not None else ""
+    group = f"{audio.group_id}-{pw.id}" if audio is not None and pw is not None else (audio.group_id if audio else "")
     if audio is not None:
         attrs = [
             "TYPE=AUDIO",
-            f'GROUP-ID="{audio.group_id}"',
+            f'GROUP-ID="{group}"',
             f'NAME="{audio.name}"',
         ]
         if audio.language:
@@ -389,7 +471,7 @@ def render_multivariant(
         attrs += ["DEFAULT=YES", "AUTOSELECT=YES"]
         if audio.track.channels:
             attrs.append(f'CHANNELS="{audio.track.channels}"')
-        attrs.append(f'URI="{audio.uri}"')
+        attrs.append(f'URI="{base}{audio.uri}"')
         out.append("#EXT-X-MEDIA:" + ",".join(attrs))
     for v in variants:
         peak = v.bandwidth + (audio.bandwidth if audio else 0)
@@ -404,7 +486,8 @@ def render_multivariant(
         if v.frame_rate:
             attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
         if audio is not None:
-            attrs.append(f'AUDIO="{audio.group_id}"')
+            attrs.append(f'AUDIO="{group}"')
+        if pw is not None:
+            attrs.append(f'PATHWAY-ID="{pw.id}"')
         out.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
-        out.append(v.uri)
-    return ("\n".join(out) + "\n").encode()
+        out.append(base + v.uri)

@@ -155,6 +155,8 @@ class Manifest:
     service_descriptions: tuple[ServiceDescription, ...]
     utc_timings: tuple[UTCTiming, ...]
     periods: tuple[Period, ...]
+    # MPD-level BaseURLs (23009-1 5.6): (URL, serviceLocation or None), in document order
+    base_urls: tuple[tuple[str, str | None], ...] = ()
 
 
 def _local(tag: object) -> str:
@@ -379,4 +381,7 @@ def _manifest(root: ET.Element) -> Manifest:
         service_descriptions=tuple(sds),
         utc_timings=_utc(root),
         periods=tuple(periods),
+        base_urls=tuple(
+            ((b.text or "").strip(), b.get("serviceLocation")) for b in _children(root, "BaseURL") if (b.text or "").strip()
+        ),
     )

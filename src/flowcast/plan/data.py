@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import yaml
 
-PRICES_FILE = "prices_20250601.yaml"
+PRICES_FILE = "prices_20261125.yaml"
 GRID_FILE = "grid_intensity_2024.yaml"
 
 
@@ -19,6 +20,25 @@ def _load(name: str) -> dict[str, Any]:
 
 def prices() -> dict[str, Any]:
     return _load(PRICES_FILE)
+
+
+@dataclass(frozen=True)
+class PriceSource:
+    """Where a price table comes from and whether its figures were checked against that page."""
+
+    url: str
+    page_date: str
+    verified: bool
+    note: str
+
+
+def price_source(table: str) -> PriceSource:
+    """`table`: "cdn.<name>" or a top-level table of the prices file (compute, fx_per_usd, ...)."""
+    p = prices()
+    entry = p["cdn"][table.split(".", 1)[1]] if table.startswith("cdn.") else p["provenance"][table]
+    src = p["sources"][entry["source"]]
+    note = entry.get("note") or src.get("note", "")
+    return PriceSource(src["url"], str(src["page_date"]), bool(entry["verified"]), note)
 
 
 def grid() -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from flowcast.plan import data
 from flowcast.plan.brief import Brief
-from flowcast.plan.messages import Msg
+from flowcast.plan.messages import Msg, catalogue
 from flowcast.plan.ladder_design import (
     RungRule,
     bitrate_kbps,
@@ -24,15 +24,22 @@ ModeName = Literal["interactive", "near-live", "broadcast"]
 
 @dataclass(frozen=True)
 class Figure:
-    """A number in the plan with its unit and the rule that produced it."""
+    """A number in the plan with its unit and the rule that produced it (a Msg when it has words)."""
 
     value: float
     unit: str
-    rule: str
+    rule: Msg | str
 
     def __str__(self) -> str:
+        return self.text("en")
+
+    def text(self, lang: str) -> str:
+        """Value and unit; units with words are translated (catalogue key unit_<unit>)."""
         v = f"{self.value:,.0f}" if abs(self.value) >= 100 else f"{self.value:g}"
-        return f"{v} {self.unit}".strip()
+        if lang == "pt-BR":
+            v = v.replace(",", "\0").replace(".", ",").replace("\0", ".")
+        unit = catalogue(lang).get("unit_" + self.unit, self.unit) if self.unit else ""
+        return f"{v} {unit}".strip()
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class ModePlan:
     part_s: Figure | None
     gop_frames: Figure | None
     b_frames: Figure
-    audio: str
+    audio: Msg | str
     ladder: Ladder
     rung_rules: tuple[RungRule, ...]
     ffmpeg: dict[str, str] = field(default_factory=dict)  # encoder -> command line
@@ -69,8 +76,15 @@ class RtcPlan:
 class CdnPlan:
     name: str
     reason: Msg
-    shield_region: str
-    cache_policies: tuple[tuple[str, str, str], ...]  # (resource, path pattern, Cache-Control)
+    shield_region: Msg | str  # the cloud region of CloudFront's origin shield, or what plays that role
+    cache_policies: tuple[tuple[Msg, str, Msg], ...]  # (resource, path pattern, Cache-Control)
+    # seconds per resource kind, the origin's own Cache-Control max-age (origin/cache.py):
+    # playlist_blocking, playlist, media_blocking, media, init, manifest
+    ttls: dict[str, int] = field(default_factory=dict)
+    # multi-CDN: further contracted CDNs announced as HLS Content Steering pathways / DASH
+    # BaseURLs; each gets its own configuration, and carries traffic only on failover
+    secondary: tuple[str, ...] = ()
+    steering: Msg | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,7 @@ class OriginPlan:
     count: Figure
     zones: tuple[str, ...]
     region: str
-    reason: str
+    reason: Msg | str
 
 
 @dataclass(frozen=True)
@@ -89,15 +103,17 @@ class SecurityPlan:
     signed_url_expiry_s: Figure
     watermark: bool
     cpix: bool
-    steps: tuple[str, ...]
+    steps: tuple[Msg | str, ...]
 
 
 @dataclass(frozen=True)
 class CostLine:
-    item: str
+    item: str  # English name (CSV, JSON, lever grouping)
     region: str
     usd: float
     quantity: Figure
+    label: Msg | None = None  # the item name in the pack's language
+    price_table: str = ""  # data.price_source key of the price used: "cdn.<name>", "compute", ...
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ class CostPlan:
     budget: float
     currency: str
     fx: float
-    levers: tuple[str, ...]
+    levers: tuple[Msg | str, ...]
     prices_as_of: str
 
     @property
@@ -123,6 +139,7 @@ class CarbonLine:
     kwh: float
     kg_co2e: float
     intensity: Figure
+    label: Msg | None = None
 
 
 @dataclass(frozen=True)
@@ -169,8 +186,8 @@ def _near_live_timing(target_s: float) -> tuple[Figure, Figure, Figure]:
     est = ENCODE_S + 3 * part + DELIVERY_S
     seg = 2.0 if part >= 0.25 else 1.0
     return (
-        Figure(round(seg, 3), "s", f"LL segment 2 s (1 s when parts < 0.25 s); GOP = one segment so every rung cuts on the same frame"),
-        Figure(round(part, 3), "s", f"largest part in {[round(x, 3) for x in PART_CANDIDATES]} with encode {ENCODE_S} + PART-HOLD-BACK 3 x part + delivery {DELIVERY_S} <= 0.8 x target {target_s} s"),
+        Figure(round(seg, 3), "s", Msg("f_ll_segment")),
+        Figure(round(part, 3), "s", Msg("f_ll_part", {"candidates": [round(x, 3) for x in PART_CANDIDATES], "enc": ENCODE_S, "dl": DELIVERY_S, "target": target_s})),
         Figure(round(est, 2), "s", f"{ENCODE_S} + 3 x {part:.3g} + {DELIVERY_S}"),
     )
 
@@ -184,7 +201,7 @@ def _broadcast_timing(target_s: float) -> tuple[Figure, Figure]:
             break
     est = 0.5 + 3 * seg + 1.0
     return (
-        Figure(seg, "s", f"largest segment in {list(SEGMENT_CANDIDATES)} with encode 0.5 + HOLD-BACK 3 x segment + delivery 1.0 <= 0.8 x target {target_s} s"),
+        Figure(seg, "s", Msg("f_bc_segment", {"candidates": list(SEGMENT_CANDIDATES), "target": target_s})),
         Figure(est, "s", f"0.5 + 3 x {seg:g} + 1.0"),
     )
 
@@ -236,9 +253,9 @@ def _http_mode(brief: Brief, name: ModeName, max_height: int | None, source: Sou
     low = name == "near-live"
     cfg_mode = "low-latency" if low else "broadcast"
     fps = source.fps if source else FPS
-    cap_reason = "budget cap"
+    cap_reason = Msg("cap_budget")
     if source and (max_height is None or source.height < max_height):
-        max_height, cap_reason = source.height, f"probed source height {source.height}p (never upscale)"
+        max_height, cap_reason = source.height, Msg("cap_probe", {"height": source.height})
     ladder, rules = design_ladder(a.devices, a.networks, low_latency=low, fps=fps, max_height=max_height, cap_reason=cap_reason,
                                   audio_kbps=96 if a.networks.get("3g", 0) > 0.2 else 128)
     if low:
@@ -254,14 +271,14 @@ def _http_mode(brief: Brief, name: ModeName, max_height: int | None, source: Sou
         part = None
         protocols = ("HLS", "DASH")
         reason = Msg("reason_broadcast", {"target": f"{target_s:g}", "segment": f"{seg.value:g}"})
-    gop = Figure(round(seg.value * fps), "frames", f"GOP = segment {seg.value:g} s x {fps:g} fps{' (probed)' if source else ''} (closed, scene-cut off)")
+    gop = Figure(round(seg.value * fps), "frames", Msg("f_gop_probed" if source else "f_gop", {"seg": f"{seg.value:g}", "fps": f"{fps:g}"}))
     bf = _bframes("libx264", ladder, cfg_mode, seg.value)
-    bframes = Figure(bf, "", "0 in low-latency (reorder delay, parts decodable on arrival); 3 in broadcast except baseline (transcode/encoders)")
-    audio = f"AAC-LC {ladder.audio.bitrate_kbps} kbps stereo 48 kHz" + (" (96 kbps: >20% of viewers on 3G)" if ladder.audio.bitrate_kbps == 96 else "")
+    bframes = Figure(bf, "", Msg("f_bframes_http"))
+    audio = Msg("audio_aac_3g" if ladder.audio.bitrate_kbps == 96 else "audio_aac", {"kbps": ladder.audio.bitrate_kbps})
     cmds = {e: ffmpeg_command(e, ladder, cfg_mode, seg.value) for e in _encoders(brief, name)}
     return ModePlan(
         mode=name, protocols=protocols, reason=reason,
-        target=Figure(target_s, "s", "brief latency_targets"), estimate=est,
+        target=Figure(target_s, "s", Msg("f_brief_target")), estimate=est,
         segment_s=seg, part_s=part, gop_frames=gop, b_frames=bframes, audio=audio,
         ladder=ladder, rung_rules=tuple(rules), ffmpeg=cmds,
     )
@@ -278,15 +295,15 @@ def _interactive_mode(brief: Brief) -> tuple[ModePlan, RtcPlan]:
         for w, h, p, lv in layers
     )
     ladder = Ladder(rungs=rungs, audio=AudioRendition(bitrate_kbps=64))
-    rules = tuple(RungRule(r.name, 0, r.video_bitrate_kbps, "WebRTC simulcast layer (full, 1/2, 1/4 scale) at the bpp rule x 1.15 low-latency") for r in rungs)
+    rules = tuple(RungRule(r.name, 0, r.video_bitrate_kbps, Msg("f_simulcast")) for r in rungs)
     protocols = ("WebRTC", "Pixel Streaming signalling", "TURN") if it.pixel_streaming else ("WebRTC (WHIP/WHEP)", "TURN")
     reason = Msg("reason_interactive", {"p95": it.p95_ms})
-    est = Figure(180, "ms", "capture+NVENC 30 ms + network RTT/2 40 ms + jitter buffer 60 ms + decode/render 50 ms")
+    est = Figure(180, "ms", Msg("f_rtc_estimate"))
     mode = ModePlan(
-        mode="interactive", protocols=protocols, reason=reason, target=Figure(it.p95_ms, "ms", "brief latency_targets"),
+        mode="interactive", protocols=protocols, reason=reason, target=Figure(it.p95_ms, "ms", Msg("f_brief_target")),
         estimate=est, segment_s=None, part_s=None,
-        gop_frames=None, b_frames=Figure(0, "", "WebRTC: no B-frames (each frame decodable at once); keyframes on PLI/FIR only"),
-        audio="Opus 64 kbps 48 kHz (WebRTC)", ladder=ladder, rung_rules=rules,
+        gop_frames=None, b_frames=Figure(0, "", Msg("f_bframes_rtc")),
+        audio=Msg("audio_opus"), ladder=ladder, rung_rules=rules,
     )
     mobile = a.networks.get("4g", 0) + a.networks.get("3g", 0)
     ratio = round(0.15 + 0.15 * mobile, 3)
@@ -312,11 +329,11 @@ def _interactive_mode(brief: Brief) -> tuple[ModePlan, RtcPlan]:
     rtc = RtcPlan(
         topology="SFU",
         reason=Msg("reason_sfu"),
-        relay_ratio=Figure(ratio, "", "0.15 of sessions need TURN relay on fixed networks + 0.15 x share on mobile (CGNAT) networks"),
-        session_mbps=Figure(round(sess_kbps / 1000, 2), "Mbit/s", f"top simulcast layer {rungs[0].video_bitrate_kbps} + Opus 64 + data channel 50 kbps"),
-        turn_servers=Figure(turn, "instances", f"ceil(peak {a.peak_interactive_sessions} x relay {ratio} x {sess_kbps / 1000:.2f} Mbit/s / 2 Gbit/s per c6gn.xlarge relay) + 1 (N+1), spread over 2 zones"),
-        sfu_servers=Figure(sfu, "instances", f"ceil(peak {a.peak_interactive_sessions} x {sess_kbps / 1000:.2f} Mbit/s / 1 Gbit/s per SFU) + 1 (N+1)"),
-        gpu_instances=Figure(gpu, "g4dn.xlarge", f"1 Unreal instance per GPU; peak {a.peak_interactive_sessions} sessions x 1.1 warm pool" if gpu else "no Pixel Streaming"),
+        relay_ratio=Figure(ratio, "", Msg("f_relay_ratio")),
+        session_mbps=Figure(round(sess_kbps / 1000, 2), "Mbit/s", Msg("f_session_mbps", {"top": rungs[0].video_bitrate_kbps})),
+        turn_servers=Figure(turn, "instances", Msg("f_turn", {"peak": a.peak_interactive_sessions, "ratio": ratio, "mbps": f"{sess_kbps / 1000:.2f}"})),
+        sfu_servers=Figure(sfu, "instances", Msg("f_sfu", {"peak": a.peak_interactive_sessions, "mbps": f"{sess_kbps / 1000:.2f}"})),
+        gpu_instances=Figure(gpu, "g4dn.xlarge", Msg("f_gpu", {"peak": a.peak_interactive_sessions}) if gpu else Msg("f_gpu_none")),
         region=cloud, launch_args=launch,
     )
     return mode, rtc
@@ -324,22 +341,68 @@ def _interactive_mode(brief: Brief) -> tuple[ModePlan, RtcPlan]:
 
 # ---- CDN, origins, security -------------------------------------------------------------
 
-def _cache_policies(dist: ModePlan) -> tuple[tuple[str, str, str], ...]:
-    seg = dist.segment_s.value if dist.segment_s else 6.0
+def _max_age(cache_control: str) -> int:
+    return int(cache_control.rsplit("max-age=", 1)[1].split(",")[0])
+
+
+def origin_ttls(dist: ModePlan) -> dict[str, int]:
+    """The origin's Cache-Control max-age per resource kind for this mode's target duration
+    (flowcast.origin.cache.CachePolicy, the policy `flowcast up` serves), so CDN TTLs match it.
+
+    plan/ normally imports only transcode/ and telemetry/; CachePolicy is a pure dataclass and
+    reading it here is what keeps the CDN configuration from drifting from the origin."""
+    from flowcast.origin.cache import CachePolicy
+    from flowcast.origin.store import ResourceKind
+
+    td = dist.segment_s.value if dist.segment_s else 6.0
+    pol = CachePolicy()
+    return {
+        "playlist_blocking": _max_age(pol.playlist(td, blocking=True, ended=False)),
+        "playlist": _max_age(pol.playlist(td, blocking=False, ended=False)),
+        "media_blocking": _max_age(pol.media(ResourceKind.SEGMENT, held=True, target_duration=td)),
+        "media": _max_age(pol.media(ResourceKind.SEGMENT, held=False, target_duration=td)),
+        "init": _max_age(pol.media(ResourceKind.INIT, held=False, target_duration=td)),
+        "manifest": _max_age(pol.media(ResourceKind.MANIFEST, held=False, target_duration=td)),
+    }
+
+
+def _cache_policies(dist: ModePlan, ttl: dict[str, int]) -> tuple[tuple[Msg, str, Msg], ...]:
+    lic = (Msg("cp_license"), "/license/*", Msg("cc_no_store"))
     if dist.mode == "near-live":
         return (
-            ("blocking playlist (_HLS_msn)", "*.m3u8?_HLS_msn=*", f"max-age={int(6 * seg)} (6 x target duration, RFC 8216bis B.1); cache key keeps _HLS_msn/_HLS_part/_HLS_skip, drops _HLS_throughput"),
-            ("plain playlist / MPD", "*.m3u8, *.mpd", f"max-age={max(1, int(seg / 2))} (1/2 target duration)"),
-            ("parts and segments", "*.m4s, *.mp4", "max-age=31536000, immutable (names never reused)"),
-            ("init segments", "*/init.mp4", "max-age=31536000, immutable"),
-            ("license / keys", "/license/*", "no-store (never cached)"),
+            (Msg("cp_blocking_playlist"), "*.m3u8?_HLS_msn=*", Msg("cc_blocking", {"ttl": ttl["playlist_blocking"]})),
+            (Msg("cp_plain_playlist"), "*.m3u8", Msg("cc_half_td", {"ttl": ttl["playlist"]})),
+            (Msg("cp_mpd"), "*.mpd", Msg("cc_plain", {"ttl": ttl["manifest"]})),
+            (Msg("cp_parts"), "*.m4s, *.mp4", Msg("cc_media_ll", {"ttl": ttl["media"], "held": ttl["media_blocking"]})),
+            (Msg("cp_init"), "*/init.mp4", Msg("cc_plain", {"ttl": ttl["init"]})),
+            lic,
         )
     return (
-        ("playlist / MPD", "*.m3u8, *.mpd", f"max-age={max(1, int(seg / 2))} (1/2 target duration)"),
-        ("segments", "*.m4s, *.mp4", "max-age=31536000, immutable"),
-        ("init segments", "*/init.mp4", "max-age=31536000, immutable"),
-        ("license / keys", "/license/*", "no-store (never cached)"),
+        (Msg("cp_playlist"), "*.m3u8", Msg("cc_half_td", {"ttl": ttl["playlist"]})),
+        (Msg("cp_mpd"), "*.mpd", Msg("cc_plain", {"ttl": ttl["manifest"]})),
+        (Msg("cp_segments"), "*.m4s, *.mp4", Msg("cc_media", {"ttl": ttl["media"]})),
+        (Msg("cp_init"), "*/init.mp4", Msg("cc_plain", {"ttl": ttl["init"]})),
+        lic,
     )
+
+
+SHIELDED_CDNS = ("cloudfront", "fastly", "akamai")  # origin shield / shielding POP / tiered distribution
+# Fastly shielding POP (its three-letter code; Terraform looks the shield id up with data.fastly_datacenters)
+# and Akamai tiered-distribution map nearest each cloud region of the origins.
+FASTLY_SHIELD_POP = {"us-east-1": "IAD", "eu-central-1": "FRA", "sa-east-1": "GRU", "ap-northeast-1": "TYO",
+                     "ap-southeast-2": "SYD", "ap-southeast-1": "SIN", "ap-south-1": "BOM", "me-central-1": "FJR"}
+AKAMAI_TIERED_MAP = {"us-east-1": "CHEUS2", "eu-central-1": "CHEU2", "sa-east-1": "CH2", "ap-northeast-1": "CHAPAC",
+                     "ap-southeast-2": "CHAUS", "ap-southeast-1": "CHAPAC", "ap-south-1": "CHAPAC", "me-central-1": "CH2"}
+
+
+def _shield(cdn_name: str, cloud: str) -> Msg | str:
+    if cdn_name == "cloudfront":
+        return cloud
+    if cdn_name == "fastly":
+        return Msg("shield_fastly", {"pop": FASTLY_SHIELD_POP[cloud], "cloud": cloud})
+    if cdn_name == "akamai":
+        return Msg("shield_akamai", {"map": AKAMAI_TIERED_MAP[cloud], "cloud": cloud})
+    return Msg("shield_none")
 
 
 def _origins(brief: Brief, dist: ModePlan, cdn_name: str) -> OriginPlan:
@@ -349,14 +412,14 @@ def _origins(brief: Brief, dist: ModePlan, cdn_name: str) -> OriginPlan:
     # Behind an origin shield each object is requested about once per shield; without a
     # shield, once per edge PoP (assume 60 PoPs per zone). Blocking-reload clients held
     # per core: 5,000 (docs/ARCHITECTURE.md); plan at 50% of it.
-    shielded = cdn_name == "cloudfront"
+    shielded = cdn_name in SHIELDED_CDNS
     clients = len(a.regions) * (2 if shielded else 60) * max(1, len(dist.ladder.rungs))
     per_origin = 2 * 5000 * 0.5
     n = max(2, ceil(clients / per_origin) + 1)
     return OriginPlan(
-        count=Figure(n, "origins", f"max(2, ceil({clients} CDN fetchers [{'shield' if shielded else '60 PoPs'} x zones x rungs] / {per_origin:g} per 2-core origin) + 1) (N+1)"),
+        count=Figure(n, "origins", Msg("f_origins_shield" if shielded else "f_origins_pops", {"clients": clients, "per": f"{per_origin:g}"})),
         zones=(f"{cloud}a", f"{cloud}b"), region=cloud,
-        reason="N+1 origins across two availability zones, packaging from timestamp-aligned segment numbers so any origin serves any request; announced via HLS Content Steering pathways and DASH BaseURLs",
+        reason=Msg("origins_reason"),
     )
 
 
@@ -371,18 +434,18 @@ def _security(brief: Brief, cdn_name: str) -> SecurityPlan | None:
     # CDNs check expiry on every request, so a URL must outlive a viewing session; a leaked URL
     # should die with the event: one live day's broadcast, clipped to [1 h, 4 h].
     expiry = int(min(4.0, max(1.0, a.live_hours_per_day)) * 3600)
-    token = "CloudFront key-group signed URLs" if cdn_name == "cloudfront" else f"{cdn_name} token authentication"
+    token = Msg("sec_token_cloudfront") if cdn_name == "cloudfront" else Msg("sec_token_cdn", {"cdn": cdn_name})
     steps = [
-        "Key server generates content keys per key period; CPIX 2.x document (ContentKey, DRMSystem with PSSH per system, ContentKeyPeriod for rotation) exchanged with the DRM provider",
-        f"Packager encrypts CMAF with {scheme} (one encryption for all DRM systems), pssh boxes per system, sgpd/seig on rotation",
-        f"Keys rotate every {drm.key_rotation_hours:g} h (ContentKeyPeriod); licenses are non-persistent for live",
-        f"{token} on manifests and media, expiry {expiry} s",
-        "Forensic watermark on premium renditions, verified by extraction in the acceptance tests",
+        Msg("sec_step_cpix"),
+        Msg("sec_step_encrypt", {"scheme": scheme}),
+        Msg("sec_step_rotate", {"hours": f"{drm.key_rotation_hours:g}"}),
+        Msg("sec_step_token", {"token": token, "expiry": expiry}),
+        Msg("sec_step_watermark"),
     ]
     return SecurityPlan(
         drm_systems=tuple(systems), scheme=scheme,
-        key_rotation_hours=Figure(drm.key_rotation_hours, "h", "brief constraints.drm.key_rotation_hours"),
-        signed_url_expiry_s=Figure(expiry, "s", f"live hours per day {a.live_hours_per_day:g} clipped to [1 h, 4 h]: outlives a viewing session (expiry is checked on every request), dies with the event"),
+        key_rotation_hours=Figure(drm.key_rotation_hours, "h", Msg("f_brief_key_rotation")),
+        signed_url_expiry_s=Figure(expiry, "s", Msg("f_url_expiry", {"hours": f"{a.live_hours_per_day:g}"})),
         watermark=premium, cpix=drm.required, steps=tuple(steps),
     )
 
@@ -397,7 +460,7 @@ def decide(brief: Brief, *, source: SourceInfo | None = None) -> Plan:
     contracts = brief.constraints.cdn_contracts
     priced = [c for c in contracts if c in data.prices()["cdn"]]
     if priced:
-        cdn_name, cdn_reason = priced[0], Msg("cdn_contract", {"cdn": priced[0]})
+        cdn_name, cdn_reason = priced[0], Msg("cdn_contract_" + priced[0] if priced[0] in ("fastly", "akamai") else "cdn_contract", {"cdn": priced[0]})
     elif contracts:  # a contract we hold no price table for: priced as CloudFront list, said so
         cdn_name, cdn_reason = "cloudfront", Msg("cdn_contract_unpriced", {"cdn": contracts[0]})
     else:
@@ -446,14 +509,19 @@ def _assemble(brief: Brief, cdn_name: str, cdn_reason: Msg, max_height: int | No
     kbps = Figure(0, "kbps", "no HTTP distribution")
     a = brief.inputs.audience
     if dist:
-        cdn = CdnPlan(name=cdn_name, reason=cdn_reason,
-                      shield_region=data.prices()["cloud_region_for_zone"][max(a.regions, key=lambda r: r.share).region] if cdn_name == "cloudfront" else "none (no shield on this CDN)",
-                      cache_policies=_cache_policies(dist))
         origins = _origins(brief, dist, cdn_name)
+        ttl = origin_ttls(dist)
+        shield_cloud = data.prices()["cloud_region_for_zone"][max(a.regions, key=lambda r: r.share).region]
+        contracts = brief.constraints.cdn_contracts
+        secondary = tuple(c for c in dict.fromkeys(contracts) if c != cdn_name)
+        steering = Msg("cdn_multi", {"primary": cdn_name, "secondary": ", ".join(secondary)}) if secondary else None
+        cdn = CdnPlan(name=cdn_name, reason=cdn_reason,
+                      shield_region=_shield(cdn_name, shield_cloud if cdn_name == "cloudfront" else origins.region),
+                      cache_policies=_cache_policies(dist, ttl), ttls=ttl, secondary=secondary, steering=steering)
         k, rule = delivered_kbps(dist.ladder, a.devices, a.networks)
-        kbps = Figure(round(k), "kbps", rule)
+        kbps = Figure(round(k), "kbps", Msg(rule))
     vh = a.peak_concurrent_viewers * a.avg_to_peak_ratio * a.live_hours_per_day * 30
-    viewer_hours = Figure(round(vh), "viewer-h/month", f"peak {a.peak_concurrent_viewers} x avg/peak {a.avg_to_peak_ratio:g} x {a.live_hours_per_day:g} h/day x 30 days")
+    viewer_hours = Figure(round(vh), "viewer-h/month", Msg("f_viewer_hours", {"peak": a.peak_concurrent_viewers, "ratio": f"{a.avg_to_peak_ratio:g}", "hours": f"{a.live_hours_per_day:g}"}))
     if brief.inputs.compliance and "lgpd" in brief.inputs.compliance and brief.inputs.content_rights.recordings and not brief.constraints.consent_required_for_recording:
         risks.append(Msg("risk_lgpd"))
     empty_cost = CostPlan((), 0.0, 0.0, brief.inputs.budget.monthly, brief.inputs.budget.currency, 1.0, (), "")

@@ -7,7 +7,8 @@ from datetime import date
 import yaml
 
 from flowcast.plan.decide import Figure, Plan
-from flowcast.plan.messages import LANGS, Lang, Msg, UnknownLanguage, catalogue
+from flowcast.plan import data
+from flowcast.plan.messages import LANGS, Lang, Msg, UnknownLanguage, catalogue, render
 from flowcast.telemetry.slo import DEFAULT_RULES
 
 __all__ = ["DOCUMENTS", "LANGS", "Lang", "UnknownLanguage", "catalogue"]
@@ -35,6 +36,9 @@ class _T:
     def msg(self, m: Msg | str) -> str:
         return m.render(self.lang) if isinstance(m, Msg) else m
 
+    def fig(self, f: Figure | None) -> str:
+        return _fig(f, self.lang)
+
     def num(self, v: float, digits: int = 0) -> str:
         s = f"{v:,.{digits}f}"
         if self.lang == "pt-BR":  # 1.234,5
@@ -48,8 +52,8 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _fig(f: Figure | None) -> str:
-    return "-" if f is None else f"{f} ({f.rule})"
+def _fig(f: Figure | None, lang: str = "en") -> str:
+    return "-" if f is None else f"{f.text(lang)} ({render(f.rule, lang)})"
 
 
 def _header(t: _T, plan: Plan, title: str, day: date) -> str:
@@ -61,8 +65,8 @@ def decisions(plan: Plan, lang: Lang, day: date) -> str:
     b = plan.brief
     s = _header(t, plan, t("decisions_title", pipeline=b.pipeline), day)
     s += f"**{t('goal')}:** {b.goal.strip()}\n\n## {t('modes_title')}\n\n"
-    rows = [[m.mode, ", ".join(m.protocols), str(m.target), _fig(m.estimate), _fig(m.segment_s), _fig(m.part_s),
-             _fig(m.gop_frames), _fig(m.b_frames), m.audio] for m in plan.modes]
+    rows = [[m.mode, ", ".join(m.protocols), m.target.text(lang), t.fig(m.estimate), t.fig(m.segment_s), t.fig(m.part_s),
+             t.fig(m.gop_frames), t.fig(m.b_frames), t.msg(m.audio)] for m in plan.modes]
     s += _table([t("mode"), t("protocols"), t("target"), t("estimate"), t("segment"), t("part"), t("gop"), t("b_frames"), t("audio")], rows)
     s += "\n" + "".join(f"- **{m.mode}**: {t.msg(m.reason)}\n" for m in plan.modes)
     s += f"\n## {t('adjustments_title')}\n\n"
@@ -74,21 +78,23 @@ def decisions(plan: Plan, lang: Lang, day: date) -> str:
         s += f"\n## {t('rtc_title')}\n\n"
         s += _table([t("value"), t("rule")], [
             [f"{t('topology')}: {r.topology}", t.msg(r.reason)],
-            [f"{t('relay_ratio')}: {r.relay_ratio}", r.relay_ratio.rule],
-            [f"{t('session_mbps')}: {r.session_mbps}", r.session_mbps.rule],
-            [f"{t('turn_servers')}: {r.turn_servers}", r.turn_servers.rule],
-            [f"{t('sfu_servers')}: {r.sfu_servers}", r.sfu_servers.rule],
-            [f"{t('gpu_instances')}: {r.gpu_instances}", r.gpu_instances.rule],
+            [f"{t('relay_ratio')}: {r.relay_ratio.text(lang)}", t.msg(r.relay_ratio.rule)],
+            [f"{t('session_mbps')}: {r.session_mbps.text(lang)}", t.msg(r.session_mbps.rule)],
+            [f"{t('turn_servers')}: {r.turn_servers.text(lang)}", t.msg(r.turn_servers.rule)],
+            [f"{t('sfu_servers')}: {r.sfu_servers.text(lang)}", t.msg(r.sfu_servers.rule)],
+            [f"{t('gpu_instances')}: {r.gpu_instances.text(lang)}", t.msg(r.gpu_instances.rule)],
         ])
         if r.launch_args:
             s += f"\n{t('launch')}:\n\n```sh\n{r.launch_args}\n```\n"
     if plan.cdn:
-        s += f"\n## {t('cdn_title')}\n\n- {t('cdn')}: **{plan.cdn.name}** ({t.msg(plan.cdn.reason)})\n- {t('shield')}: {plan.cdn.shield_region}\n"
-        s += f"- {t('delivered')}: {_fig(plan.delivered_kbps)}\n\n### {t('cache_title')}\n\n"
-        s += _table([t("resource"), t("path"), t("cache_control")], [list(c) for c in plan.cdn.cache_policies])
+        s += f"\n## {t('cdn_title')}\n\n- {t('cdn')}: **{plan.cdn.name}** ({t.msg(plan.cdn.reason)})\n- {t('shield')}: {t.msg(plan.cdn.shield_region)}\n"
+        if plan.cdn.steering:
+            s += f"- {t.msg(plan.cdn.steering)}\n"
+        s += f"- {t('delivered')}: {t.fig(plan.delivered_kbps)}\n\n### {t('cache_title')}\n\n"
+        s += _table([t("resource"), t("path"), t("cache_control")], [[t.msg(r), pat, t.msg(cc)] for r, pat, cc in plan.cdn.cache_policies])
     if plan.origins:
         o = plan.origins
-        s += f"\n## {t('origins_title')}\n\n- {t('origins_count')}: {_fig(o.count)}\n- {t('zones')}: {', '.join(o.zones)}\n- {o.reason}\n"
+        s += f"\n## {t('origins_title')}\n\n- {t('origins_count')}: {t.fig(o.count)}\n- {t('zones')}: {', '.join(o.zones)}\n- {t.msg(o.reason)}\n"
     return s
 
 
@@ -98,12 +104,12 @@ def ladder_doc(plan: Plan, lang: Lang, day: date) -> str:
     s += f"{t('ladder_intro')}\n\n{t('ladder_defaults')}\n"
     for m in plan.modes:
         s += f"\n## {m.mode} ({', '.join(m.protocols)})\n\n"
-        rules = {r.name: r.rule for r in m.rung_rules}
+        rules = {r.name: t.msg(r.rule) for r in m.rung_rules}
         s += _table([t("rung"), t("resolution"), t("bitrate"), t("profile_level"), t("rule")], [
-            [r.name, f"{r.width}x{r.height}@{r.fps:g}", f"{r.video_bitrate_kbps} kbps (max {r.max_rate}, VBV {r.buffer_size} kbit)",
+            [r.name, f"{r.width}x{r.height}@{r.fps:g}", t("rung_rate", kbps=r.video_bitrate_kbps, max=r.max_rate, vbv=r.buffer_size),
              f"{r.profile} / {r.level}", rules.get(r.name, "")] for r in m.ladder.rungs])
-        s += "".join(f"\n- {r.rule}" for r in m.rung_rules if r.name in ("top", "bottom")) + "\n"
-        s += f"- {t('audio')}: {m.audio}\n- {t('b_frames')}: {_fig(m.b_frames)}\n"
+        s += "".join(f"\n- {t.msg(r.rule)}" for r in m.rung_rules if r.name in ("top", "bottom")) + "\n"
+        s += f"- {t('audio')}: {t.msg(m.audio)}\n- {t('b_frames')}: {t.fig(m.b_frames)}\n"
         if m.segment_s and m.gop_frames:
             s += f"- {t('gop_note', segment=f'{m.segment_s.value:g}', frames=int(m.gop_frames.value))}\n"
         if m.ffmpeg:
@@ -128,11 +134,15 @@ def architecture(plan: Plan, lang: Lang, day: date) -> str:
         n = int(plan.origins.count.value) if plan.origins else 2
         zones = ", ".join(plan.origins.zones) if plan.origins else ""
         edge = f'CDN["{plan.cdn.name if plan.cdn else "CDN"} edges"]'
-        if plan.cdn and plan.cdn.name == "cloudfront":
-            lines += [f'ORG["Origins x{n}<br/>{zones}"] --> SH["Origin shield<br/>{plan.cdn.shield_region}"]', f"SH --> {edge}"]
+        shield = {"cloudfront": "Origin shield", "fastly": "Shielding POP", "akamai": "Tiered distribution parent"}
+        if plan.cdn and plan.cdn.name in shield:
+            where = plan.cdn.shield_region.params.get("pop") or plan.cdn.shield_region.params.get("map") if isinstance(plan.cdn.shield_region, Msg) else plan.cdn.shield_region
+            lines += [f'ORG["Origins x{n}<br/>{zones}"] --> SH["{shield[plan.cdn.name]}<br/>{where}"]', f"SH --> {edge}"]
         else:
             lines.append(f'ORG["Origins x{n}<br/>{zones}"] --> {edge}')
         lines.append(f'CDN --> PL["Players: {" / ".join(dist.protocols)}"]')
+        for i, other in enumerate(plan.cdn.secondary if plan.cdn else ()):
+            lines += [f'ORG --> CDN{i + 2}["{other} edges<br/>steering pathway {chr(66 + i)}"]', f"CDN{i + 2} -. failover .-> PL"]
         if plan.security:
             lines.append(f'PL -. licence .-> LIC["Licence servers: {", ".join(plan.security.drm_systems)}"]')
         lines.append('PL -. "beacons / CMCD" .-> TEL["Telemetry collector, ClickHouse"]')
@@ -162,12 +172,12 @@ def security(plan: Plan, lang: Lang, day: date) -> str:
     else:
         s += _table([t("value"), t("rule")], [
             [f"{t('drm_systems')}: {', '.join(sec.drm_systems)}", "constraints.drm.systems"],
-            [f"{t('scheme')}: {sec.scheme}", "cbcs when FairPlay or several DRM systems share one encryption (CMAF, ISO/IEC 23001-7); cenc otherwise"],
-            [f"{t('key_rotation')}: {sec.key_rotation_hours}", sec.key_rotation_hours.rule],
-            [f"{t('signed_url_expiry')}: {sec.signed_url_expiry_s}", sec.signed_url_expiry_s.rule],
+            [f"{t('scheme')}: {sec.scheme}", t("sec_scheme_rule")],
+            [f"{t('key_rotation')}: {sec.key_rotation_hours.text(lang)}", t.msg(sec.key_rotation_hours.rule)],
+            [f"{t('signed_url_expiry')}: {sec.signed_url_expiry_s.text(lang)}", t.msg(sec.signed_url_expiry_s.rule)],
             [f"{t('watermark')}: {t('answer_yes') if sec.watermark else t('answer_no')}", "inputs.content_rights.premium_content"],
         ])
-        s += f"\n## {t('steps')}\n\n" + "".join(f"{i}. {st}\n" for i, st in enumerate(sec.steps, 1))
+        s += f"\n## {t('steps')}\n\n" + "".join(f"{i}. {t.msg(st)}\n" for i, st in enumerate(sec.steps, 1))
         if sec.cpix:
             s += f"\n## {t('cpix_title')}\n\n{t('cpix_text')}\n"
     b = plan.brief
@@ -184,7 +194,7 @@ def slo(plan: Plan, lang: Lang, day: date) -> str:
     s += t("slo_text", slo=f"{b.slo_availability_pct:g}", budget=f"{budget:.2g}") + "\n\n"
     s += _table([t("severity"), t("long_window"), t("short_window"), t("burn_rate"), t("threshold")],
                 [[sev, lw, sw, f"{br:g}", f"{br * budget:.3g}%"] for sev, lw, sw, br in BURN_ALERTS])
-    s += f"\n## {t('slo_latency')}\n\n" + "".join(f"- {m.mode}: {m.target} ({', '.join(m.protocols)})\n" for m in plan.modes)
+    s += f"\n## {t('slo_latency')}\n\n" + "".join(f"- {m.mode}: {m.target.text(lang)} ({', '.join(m.protocols)})\n" for m in plan.modes)
     s += f"\n{t('slo_qoe')}\n"
     return s
 
@@ -267,12 +277,36 @@ def runbooks(plan: Plan, lang: Lang, day: date) -> str:
 
 
 def loadtest(plan: Plan, lang: Lang, day: date) -> str:
+    from flowcast.plan.loadplan import scenario_for
+
     t = _T(lang)
     a = plan.brief.inputs.audience
+    sc = scenario_for(plan)
     s = _header(t, plan, t("loadtest_title", pipeline=plan.brief.pipeline), day)
     peak = a.peak_concurrent_viewers + a.peak_interactive_sessions
-    s += f"- {t('loadtest_ramp', peak=t.num(peak))}\n- {t('loadtest_chaos')}\n- {t('loadtest_accept')}\n"
-    return s
+    s += f"- {t('loadtest_ramp', peak=t.num(peak))}\n- {t('loadtest_chaos')}\n- {t('loadtest_accept')}\n\n"
+    s += t("loadtest_file", pipeline=plan.brief.pipeline) + "\n\n```sh\nflowcast loadtest --scenario stream_loadplan_" + plan.brief.pipeline + "_<yyyymmdd>_vN.yaml --scale 0.005 --port 8080\n```\n\n"
+    s += f"## {t('loadtest_stages')}\n\n" + _table([t("stage"), t("viewers"), t("duration")],
+                                                     [[str(i), t.num(st.viewers), f"{st.duration_s:g} s"] for i, st in enumerate(sc.stages)])
+    s += f"\n{t('loadtest_mix')}: " + ", ".join(f"{k} {v:g}" for k, v in sc.protocol_mix.items())
+    s += f"\n\n{t('loadtest_profiles')}: " + ", ".join(f"{k} {v:g}" for k, v in sc.network_profiles.items()) + "\n"
+    s += f"\n## {t('loadtest_drills')}\n\n" + _table([t("drill"), t("status")], [
+        [f"`{d.name}`", t("drill_automated", at=f"{d.at_s:g}") if d.status == "automated" else t("drill_planned")] for d in sc.drills])
+    acc = sc.acceptance
+    s += f"\n{t('loadtest_targets', startup=f'{acc.startup_p95_ms:g}', rebuffer=f'{acc.rebuffer_ratio_max:g}', mos=f'{acc.mos_min:g}')}"
+    if acc.latency_p95_ms:
+        s += " " + t("loadtest_latency", latency=f"{acc.latency_p95_ms:g}")
+    return s + "\n"
+
+
+def _price_sources(t: _T, plan: Plan) -> str:
+    """Each price table the plan used: page, page date, checked or not (data/prices_*.yaml)."""
+    used = list(dict.fromkeys(ln.price_table for ln in plan.cost.lines if ln.price_table)) + ["fx_per_usd"]
+    rows = []
+    for table in used:
+        src = data.price_source(table)
+        rows.append([f"`{table}`", src.url, src.page_date, t("answer_yes") if src.verified else t("price_unverified"), src.note])
+    return _table([t("price_table"), t("source"), t("page_date"), t("verified"), t("note")], rows)
 
 
 def cost(plan: Plan, lang: Lang, day: date) -> str:
@@ -280,15 +314,17 @@ def cost(plan: Plan, lang: Lang, day: date) -> str:
     c = plan.cost
     s = _header(t, plan, t("cost_title", pipeline=plan.brief.pipeline), day)
     s += t("cost_intro", as_of=c.prices_as_of, budget=t.num(c.budget), currency=c.currency, fx=f"{c.fx:g}") + "\n\n"
-    rows = [[ln.item, ln.region, t.num(ln.usd), f"{ln.quantity} ({ln.quantity.rule})"] for ln in c.lines]
-    rows.append([f"**{t('total')}**", "", f"**{t.num(c.total_usd)}**", f"{t.num(c.total_budget_ccy)} {c.currency}"])
-    s += _table([t("item"), t("region"), t("usd"), t("quantity")], rows) + "\n"
+    rows = [[t.msg(ln.label or ln.item), ln.region, t.num(ln.usd), f"{ln.quantity.text(lang)} ({t.msg(ln.quantity.rule)})",
+             f"`{ln.price_table}`" + ("" if not ln.price_table or data.price_source(ln.price_table).verified else " *")] for ln in c.lines]
+    rows.append([f"**{t('total')}**", "", f"**{t.num(c.total_usd)}**", f"{t.num(c.total_budget_ccy)} {c.currency}", ""])
+    s += _table([t("item"), t("region"), t("usd"), t("quantity"), t("price_table")], rows) + "\n"
     s += (t("within") if c.within_budget else t("over")).format(total=t.num(c.total_budget_ccy), currency=c.currency, budget=t.num(c.budget)) + "\n"
+    s += f"\n## {t('price_sources_title')}\n\n{t('price_sources_intro')}\n\n" + _price_sources(t, plan)
     if plan.adjustments:
         s += f"\n## {t('adjustments_title')}\n\n" + "".join(f"- {t.msg(a)}\n" for a in plan.adjustments)
-    s += f"\n## {t('levers')}\n\n" + "".join(f"1. {lv}\n" for lv in c.levers)
+    s += f"\n## {t('levers')}\n\n" + "".join(f"1. {t.msg(lv)}\n" for lv in c.levers)
     s += f"\n## {t('carbon_title')}\n\n"
-    rows = [[cl.item, cl.region, t.num(cl.kwh), t.num(cl.kg_co2e, 1), f"{cl.intensity} ({cl.intensity.rule})"] for cl in plan.carbon]
+    rows = [[t.msg(cl.label or cl.item), cl.region, t.num(cl.kwh), t.num(cl.kg_co2e, 1), f"{cl.intensity.text(lang)} ({t.msg(cl.intensity.rule)})"] for cl in plan.carbon]
     rows.append([f"**{t('total')}**", "", t.num(sum(x.kwh for x in plan.carbon)), t.num(sum(x.kg_co2e for x in plan.carbon), 1), ""])
     s += _table([t("item"), t("region"), t("kwh"), t("co2"), t("intensity")], rows)
     return s

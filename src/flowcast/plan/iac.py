@@ -1,4 +1,4 @@
-"""Infrastructure as code for the pack: Terraform (AWS origins + CloudFront) and a Helm chart.
+"""Infrastructure as code for the pack: Terraform (AWS origins + CloudFront, Fastly, Akamai) and a Helm chart.
 
 Both are rendered from the Plan as text; tests parse the Terraform with python-hcl2 and
 render the Helm templates with a minimal `.Values` substitution (helm is not installed here).
@@ -10,7 +10,9 @@ import json
 
 import yaml
 
-from flowcast.plan.decide import Plan
+from flowcast.plan.decide import AKAMAI_TIERED_MAP, FASTLY_SHIELD_POP, Plan
+from flowcast.protect.cdn import akamai as edgeauth
+from flowcast.protect.cdn import fastly as fastly_token
 
 
 def _q(s: str) -> str:
@@ -23,13 +25,23 @@ def terraform(plan: Plan) -> dict[str, str]:
     cdn = plan.cdn
     seg = plan.distribution.segment_s.value if plan.distribution and plan.distribution.segment_s else 6.0
     files: dict[str, str] = {}
+    cdns = ((cdn.name,) + cdn.secondary) if cdn else ()
+    providers = "".join(
+        f"""
+    {name} = {{
+      source  = "{source}"
+      version = "{version}"
+    }}"""
+        for name, source, version in (("fastly", "fastly/fastly", "~> 5.0"), ("akamai", "akamai/akamai", "~> 6.0"))
+        if name in cdns
+    )
     files["versions.tf"] = """terraform {
   required_version = ">= 1.5"
   required_providers {
     aws = {
       source  = "hashicorp/aws"
       version = "~> 5.0"
-    }
+    }""" + providers + """
   }
 }
 
@@ -174,11 +186,20 @@ resource "aws_autoscaling_policy" "origin_cpu" {{
 }}
 """
     outputs = 'output "origin_dns" {\n  value = aws_lb.origin.dns_name\n}\n'
-    if cdn and cdn.name == "cloudfront":
-        files["cloudfront.tf"] = _cloudfront(plan, seg, signed=plan.security is not None)
-        outputs += '\noutput "cdn_domain" {\n  value = aws_cloudfront_distribution.live.domain_name\n}\n'
-    else:
-        files["cdn.md"] = (f"The CDN chosen is {cdn.name if cdn else 'none'} ({cdn.reason if cdn else ''}); it has no Terraform "
+    signed = plan.security is not None
+    for name in cdns:
+        if name == "cloudfront":
+            files["cloudfront.tf"] = _cloudfront(plan, seg, signed=signed)
+            outputs += '\noutput "cdn_domain" {\n  value = aws_cloudfront_distribution.live.domain_name\n}\n'
+        elif name == "fastly":
+            files["fastly.tf"] = _fastly(plan, signed=signed)
+            outputs += '\noutput "fastly_service_id" {\n  value = fastly_service_vcl.live.id\n}\n'
+        elif name == "akamai":
+            files["akamai.tf"] = _akamai(plan)
+            files["akamai_rules.json"] = akamai_rules(plan, signed=signed)
+            outputs += '\noutput "akamai_edge_hostname" {\n  value = akamai_edge_hostname.live.edge_hostname\n}\n'
+    if cdn and cdn.name not in ("cloudfront", "fastly", "akamai"):
+        files["cdn.md"] = (f"The CDN chosen is {cdn.name} ({cdn.reason}); it has no Terraform "
                            "provider set up here. Point its pull zone at the `origin_dns` output and apply the cache policies "
                            "from the decisions document.\n")
     files["outputs.tf"] = outputs
@@ -296,6 +317,322 @@ resource "aws_cloudfront_cache_policy" "{name}" {{
 }}
 """
     return s
+
+
+# ---- Fastly ---------------------------------------------------------------------------
+
+def fastly_token_vcl(signed: bool) -> str:
+    """vcl_recv snippet: the check FastlyVerifier does (flowcast.protect.cdn.fastly), in VCL.
+
+    token=<exp>_<hex HMAC-SHA1(base64-decoded secret, path + exp)>; malformed or bad
+    signature -> 403, genuine but at/after exp -> 410. The secret lives in a write-only
+    edge dictionary, never in the VCL. Afterwards the token and _HLS_throughput leave the
+    URL so every viewer shares one cache object per part.
+    """
+    param = fastly_token.QUERY_PARAM
+    check = ""
+    if signed:
+        # Only on the first Fastly hop: the edge strips the token before forwarding, so the
+        # shield POP (which runs vcl_recv again) would otherwise refuse every shielded miss.
+        check = f"""if (fastly.ff.visits_this_service == 0 && req.url.path !~ "^/(time|license)(/|$)") {{
+  declare local var.token STRING;
+  declare local var.exp STRING;
+  declare local var.sig STRING;
+  if (req.url.path ~ "(^|/)\\.\\.?(/|$)" || req.url.path ~ "//" || req.url.path ~ {{"[%\\\\]"}}) {{  # long string: no %-escapes in it
+    error 403 "token invalid";
+  }}
+  set var.token = subfield(req.url.qs, "{param}", "&");
+  if (var.token !~ "^{fastly_token._TOKEN_RE.pattern}$") {{
+    error 403 "token invalid";
+  }}
+  set var.exp = re.group.1;
+  set var.sig = re.group.2;
+  if (!digest.secure_is_equal(var.sig, regsub(digest.hmac_sha1(digest.base64_decode(table.lookup(token_secrets, "secret")), req.url.path var.exp), "^0x", ""))) {{
+    error 403 "token invalid";
+  }}
+  if (!time.is_after(std.integer2time(std.atoi(var.exp)), now)) {{
+    error 410 "token expired";
+  }}
+}}
+"""
+    strip = f'"{param}" querystring.filtersep() "_HLS_throughput"' if signed else '"_HLS_throughput"'
+    return check + f"set req.url = querystring.filter(req.url, {strip});\n"
+
+
+def _fastly(plan: Plan, *, signed: bool) -> str:
+    o, cdn = plan.origins, plan.cdn
+    assert o is not None and cdn is not None
+    ttl = cdn.ttls
+    pop = FASTLY_SHIELD_POP[o.region]
+    # a blocking playlist request is held up to 3 target durations (6 x TD is its TTL) plus margin
+    hold_ms = int(max(15.0, 3 * ttl["playlist_blocking"] / 6 + 5) * 1000)
+    # (name, VCL condition, TTL): the origin's Cache-Control max-age per resource type. Fastly
+    # applies matching cache settings in priority order, the last one winning, so the blocking
+    # playlist rule comes after the plain playlist one (and Akamai's rule tree is ordered alike).
+    rules = [
+        ("playlist", 'req.url.ext == "m3u8"', ttl["playlist"]),
+        ("playlist_blocking", 'req.url.ext == "m3u8" && req.url.qs ~ "(^|&)_HLS_msn="', ttl["playlist_blocking"]),
+        ("manifest", 'req.url.ext == "mpd"', ttl["manifest"]),
+        ("media", 'req.url.ext ~ "^(m4s|mp4)$"', ttl["media"]),
+        ("init", 'req.url.path ~ "/init\\.mp4$"', ttl["init"]),
+    ]
+    blocks = ""
+    for i, (name, stmt, seconds) in enumerate(rules):
+        blocks += f"""
+  condition {{
+    name      = "{name}"
+    type      = "CACHE"
+    priority  = {10 + i}
+    statement = {_q(stmt)}
+  }}
+
+  cache_setting {{
+    name            = "{name}"
+    action          = "cache"
+    cache_condition = "{name}"
+    ttl             = {seconds}
+    stale_ttl       = 0
+  }}
+"""
+    blocks += f"""
+  condition {{
+    name      = "license"
+    type      = "CACHE"
+    priority  = 30
+    statement = {_q('req.url.path ~ "^/license"')}
+  }}
+
+  cache_setting {{
+    name            = "license_pass"
+    action          = "pass"
+    cache_condition = "license"
+  }}
+"""
+    vcl = fastly_token_vcl(signed)
+    dictionary = ""
+    items = ""
+    if signed:
+        dictionary = """
+  dictionary {
+    name       = "token_secrets"
+    write_only = true
+  }
+"""
+        items = """
+resource "fastly_service_dictionary_items" "token_secrets" {
+  service_id    = fastly_service_vcl.live.id
+  dictionary_id = one([for d in fastly_service_vcl.live.dictionary : d.dictionary_id if d.name == "token_secrets"])
+  manage_items  = true
+  items = {
+    secret = var.fastly_token_secret_b64
+  }
+}
+"""
+    return f"""# Fastly service for the live origins ({cdn.reason}).
+# TTLs are the origin's own Cache-Control max-age per resource type (flowcast.origin.cache).
+variable "fastly_domain" {{
+  type    = string
+  default = "live.example.com"
+}}
+
+variable "fastly_shield_pop" {{
+  description = "three-letter code of the shielding POP nearest the origins ({o.region})"
+  type        = string
+  default     = "{pop}"
+}}
+
+variable "fastly_token_secret_b64" {{
+  description = "base64 URL-token secret, the key FastlySigner signs with (no NUL byte once decoded: VCL strings end at NUL); stored in a write-only dictionary"
+  type        = string
+  sensitive   = true
+  default     = ""
+}}
+
+data "fastly_datacenters" "all" {{}}
+
+locals {{
+  fastly_shield = one([for pop in data.fastly_datacenters.all.pops : pop.shield if pop.code == var.fastly_shield_pop])
+}}
+
+resource "fastly_service_vcl" "live" {{
+  name = "${{var.pipeline}}-live"
+
+  domain {{
+    name = var.fastly_domain
+  }}
+
+  healthcheck {{
+    name              = "origin_time"
+    host              = aws_lb.origin.dns_name
+    path              = "/time"
+    method            = "GET"
+    check_interval    = 10000
+    timeout           = 5000
+    window            = 3
+    threshold         = 2
+    expected_response = 200
+  }}
+
+  # The origin load balancer spans both zones ({", ".join(o.zones)}) with its own health checks;
+  # Fastly checks it too and fails the service over only when the whole group is down.
+  backend {{
+    name                  = "origins"
+    address               = aws_lb.origin.dns_name
+    override_host         = aws_lb.origin.dns_name
+    port                  = 80
+    use_ssl               = false
+    healthcheck           = "origin_time"
+    shield                = local.fastly_shield
+    connect_timeout       = 1000
+    first_byte_timeout    = {hold_ms}
+    between_bytes_timeout = 10000
+    auto_loadbalance      = false
+  }}
+{dictionary}{blocks}
+  snippet {{
+    name     = "token_and_cache_key"
+    type     = "recv"
+    priority = 10
+    content  = <<-VCL
+{_indent(vcl, 6)}    VCL
+  }}
+
+  force_destroy = false
+}}
+{items}"""
+
+
+def _indent(text: str, n: int) -> str:
+    return "".join(" " * n + line + "\n" for line in text.splitlines())
+
+
+# ---- Akamai ----------------------------------------------------------------------------
+
+def akamai_rules(plan: Plan, *, signed: bool) -> str:
+    """The property's rule tree (PAPI JSON), a Terraform templatefile: ${origin_hostname},
+    ${cp_code_id} and ${edgeauth_key_hex} are filled in at apply time, so no key is in the pack."""
+    o, cdn = plan.origins, plan.cdn
+    assert o is not None and cdn is not None
+    ttl = cdn.ttls
+
+    def caching(seconds: int) -> dict[str, object]:
+        return {"name": "caching", "options": {"behavior": "MAX_AGE", "mustRevalidate": False, "ttl": f"{seconds}s"}}
+
+    def ext(*values: str) -> dict[str, object]:
+        return {"name": "fileExtension", "options": {"matchOperator": "IS_ONE_OF", "values": list(values), "matchCaseSensitive": False}}
+
+    hls_params = ["_HLS_msn", "_HLS_part", "_HLS_skip"]
+    behaviors: list[dict[str, object]] = [
+        {"name": "origin", "options": {"originType": "CUSTOMER", "hostname": "${origin_hostname}", "forwardHostHeader": "ORIGIN_HOSTNAME",
+                                       "cacheKeyHostname": "ORIGIN_HOSTNAME", "compress": True, "enableTrueClientIp": False,
+                                       "httpPort": 80, "httpsPort": 443, "originCertificate": "", "verificationMode": "PLATFORM_SETTINGS", "ports": ""}},
+        {"name": "cpCode", "options": {"value": {"id": "${cp_code_id}"}}},
+        {"name": "tieredDistribution", "options": {"enabled": True, "tieredDistributionMap": AKAMAI_TIERED_MAP[o.region]}},
+        {"name": "caching", "options": {"behavior": "NO_STORE"}},
+    ]
+    if signed:
+        # The settings of our EdgeAuth signer/verifier (flowcast.protect.cdn.akamai): token name,
+        # HMAC algorithm, no early escaping; URL tokens sign the path without the query.
+        behaviors.append({"name": "verifyTokenAuthorization", "options": {
+            "useAdvanced": False, "location": "QUERY_STRING", "locationId": edgeauth.TOKEN_NAME,
+            "algorithm": "SHA256", "key": "${edgeauth_key_hex}", "transitionKey": "",
+            "escapeHmacInputs": False, "ignoreQueryString": True, "failureResponse": True}})
+    children = [
+        {"name": "playlists", "criteriaMustSatisfy": "all", "criteria": [ext("m3u8")],
+         "behaviors": [caching(ttl["playlist"]), {"name": "cacheKeyQueryParams", "options": {"behavior": "INCLUDE", "parameters": hls_params, "exactMatch": True}}],
+         "children": [], "options": {}},
+        {"name": "blocking playlists", "criteriaMustSatisfy": "all",
+         "criteria": [ext("m3u8"), {"name": "queryStringParameter", "options": {"parameterName": "_HLS_msn", "matchOperator": "EXISTS", "matchCaseSensitiveName": True}}],
+         "behaviors": [caching(ttl["playlist_blocking"])], "children": [], "options": {}},
+        {"name": "manifests", "criteriaMustSatisfy": "all", "criteria": [ext("mpd")], "behaviors": [caching(ttl["manifest"])], "children": [], "options": {}},
+        {"name": "media", "criteriaMustSatisfy": "all", "criteria": [ext("m4s", "mp4")],
+         "behaviors": [caching(ttl["media"]), {"name": "cacheKeyQueryParams", "options": {"behavior": "IGNORE_ALL"}}], "children": [], "options": {}},
+        {"name": "init segments", "criteriaMustSatisfy": "all",
+         "criteria": [{"name": "path", "options": {"matchOperator": "MATCHES_ONE_OF", "values": ["*/init.mp4"], "matchCaseSensitive": True}}],
+         "behaviors": [caching(ttl["init"])], "children": [], "options": {}},
+    ]
+    tree = {"rules": {"name": "default", "options": {"is_secure": True}, "behaviors": behaviors, "children": children,
+                      "comments": f"{plan.brief.pipeline}: TTLs are the origin's Cache-Control max-age (flowcast.origin.cache)"}}
+    # cp_code_id is a number in PAPI: unquote its placeholder after dumping.
+    return json.dumps(tree, indent=2).replace('"${cp_code_id}"', "${cp_code_id}") + "\n"
+
+
+def _akamai(plan: Plan) -> str:
+    cdn = plan.cdn
+    assert cdn is not None
+    return f"""# Akamai property for the live origins ({cdn.reason}).
+variable "akamai_contract_id" {{
+  type = string
+}}
+
+variable "akamai_group_id" {{
+  type = string
+}}
+
+variable "akamai_product_id" {{
+  type    = string
+  default = "prd_Adaptive_Media_Delivery"
+}}
+
+variable "akamai_hostname" {{
+  type    = string
+  default = "live.example.com"
+}}
+
+variable "akamai_edgeauth_key_hex" {{
+  description = "hex EdgeAuth key, the key EdgeAuthSigner signs with"
+  type        = string
+  sensitive   = true
+  default     = ""
+}}
+
+variable "akamai_notify_emails" {{
+  type    = list(string)
+  default = []
+}}
+
+resource "akamai_cp_code" "live" {{
+  name        = "${{var.pipeline}}-live"
+  contract_id = var.akamai_contract_id
+  group_id    = var.akamai_group_id
+  product_id  = var.akamai_product_id
+}}
+
+resource "akamai_edge_hostname" "live" {{
+  contract_id   = var.akamai_contract_id
+  group_id      = var.akamai_group_id
+  product_id    = var.akamai_product_id
+  edge_hostname = "${{var.pipeline}}-live.akamaized.net"
+  ip_behavior   = "IPV6_COMPLIANCE"
+}}
+
+resource "akamai_property" "live" {{
+  name        = "${{var.pipeline}}-live"
+  contract_id = var.akamai_contract_id
+  group_id    = var.akamai_group_id
+  product_id  = var.akamai_product_id
+  rule_format = "latest" # pin a dated rule format once applied
+
+  hostnames {{
+    cname_from             = var.akamai_hostname
+    cname_to               = akamai_edge_hostname.live.edge_hostname
+    cert_provisioning_type = "DEFAULT"
+  }}
+
+  rules = templatefile("${{path.module}}/akamai_rules.json", {{
+    origin_hostname  = aws_lb.origin.dns_name
+    cp_code_id       = tonumber(trimprefix(akamai_cp_code.live.id, "cpc_"))
+    edgeauth_key_hex = var.akamai_edgeauth_key_hex
+  }})
+}}
+
+resource "akamai_property_activation" "staging" {{
+  property_id = akamai_property.live.id
+  contact     = var.akamai_notify_emails
+  version     = akamai_property.live.latest_version
+  network     = "STAGING"
+}}
+"""
 
 
 # ---- Helm ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from flowcast.plan.messages import Msg
 from flowcast.transcode.ladder import AudioRendition, Ladder, Rung
 
 REF_BPP = 0.072
@@ -56,7 +57,7 @@ class RungRule:
     name: str
     bpp: float
     kbps: int
-    rule: str
+    rule: Msg | str
 
 
 def bpp_for(height: int, width: int) -> float:
@@ -78,7 +79,7 @@ def design_ladder(
     codec: str = "h264",
     max_height: int | None = None,
     audio_kbps: int = 128,
-    cap_reason: str = "budget cap",
+    cap_reason: Msg | str = Msg("cap_budget"),
 ) -> tuple[Ladder, list[RungRule]]:
     """The ladder for an audience, and for each rung the rule that put it there."""
     top = max(DEVICE_MAX_HEIGHT[d] for d, s in devices.items() if s > 0)
@@ -102,18 +103,13 @@ def design_ladder(
         level = h264_level(w, h, fps)
         name = f"{h}p"
         bpp = bpp_for(h, w)
-        rule = (
-            f"{w}x{h}@{fps:g} x bpp {bpp:.3f} (0.072 x (1080p px/px)^0.25)"
-            f" x codec {CODEC_FACTOR[codec]:g}{' x low-latency 1.15' if low_latency else ''} = {kbps} kbps"
-        )
+        rule = Msg("f_rung_ll" if low_latency else "f_rung", {"w": w, "h": h, "fps": f"{fps:g}", "bpp": f"{bpp:.3f}",
+                                                               "codec": f"{CODEC_FACTOR[codec]:g}", "kbps": kbps})
         rungs.append(Rung(name=name, width=w, height=h, video_bitrate_kbps=kbps, profile=prof, level=level, fps=fps))
         rules.append(RungRule(name, round(bpp, 4), kbps, rule))
-    top_note = f"top rung {rungs[0].height}p = largest device class maximum ({top}p{' after ' + cap_reason if max_height else ''})"
-    bottom_note = (
-        f"bottom rung {rungs[-1].height}p fits the worst network ({worst} kbps) with 1.5x headroom"
-        if bottom_reached
-        else f"bottom rung {rungs[-1].height}p is the smallest candidate; the worst network ({worst} kbps) may still stall"
-    )
+    top_note = (Msg("f_top_capped", {"height": rungs[0].height, "top": top, "cap": cap_reason}) if max_height
+                else Msg("f_top", {"height": rungs[0].height, "top": top}))
+    bottom_note = Msg("f_bottom_fits" if bottom_reached else "f_bottom_smallest", {"height": rungs[-1].height, "worst": worst})
     rules.append(RungRule("top", 0, rungs[0].video_bitrate_kbps, top_note))
     rules.append(RungRule("bottom", 0, rungs[-1].video_bitrate_kbps, bottom_note))
     ladder = Ladder(rungs=tuple(rungs), audio=AudioRendition(bitrate_kbps=audio_kbps, channels=2, sample_rate=48000))
@@ -121,6 +117,7 @@ def design_ladder(
 
 
 def delivered_kbps(ladder: Ladder, devices: dict[str, float], networks: dict[str, float]) -> tuple[float, str]:
+    """(kbps, catalogue key of the rule's text)."""
     """Average delivered bitrate: for each device x network pair, the highest rung the device shows
     and the network sustains with headroom, weighted by shares (device and network independent)."""
     total = 0.0
@@ -132,7 +129,7 @@ def delivered_kbps(ladder: Ladder, devices: dict[str, float], networks: dict[str
             ]
             rung = fit[0] if fit else ladder.rungs[-1]
             total += ds * ns * (rung.video_bitrate_kbps + ladder.audio.bitrate_kbps)
-    return total, "sum over device x network shares of the highest rung that device shows and that network sustains with 1.5x headroom, plus audio"
+    return total, "f_delivered"  # catalogue key of the rule
 
 
 def ceil(x: float) -> int:

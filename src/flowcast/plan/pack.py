@@ -11,9 +11,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flowcast.plan import documents, iac
+from flowcast.plan import diagrams, documents, iac
 from flowcast.plan.brief import Brief, load_brief
 from flowcast.plan.decide import Plan, decide
+from flowcast.plan.loadplan import render_loadplan
 from flowcast.plan.messages import Lang, Msg, catalogue
 from flowcast.plan.naming import artifact_path
 from flowcast.plan.probe import probe_source
@@ -68,6 +69,7 @@ def build_pack(
     *,
     probe: str | Path | None = None,
     today: date | None = None,
+    render: bool | None = None,
 ) -> PackResult:
     """Plan a brief and write its architecture pack into out_dir (created if missing).
 
@@ -75,6 +77,8 @@ def build_pack(
     frame rate sets fps and GOP length. Raises flowcast.plan.BriefError (bad brief, message
     names the field), flowcast.plan.UnknownLanguage or flowcast.plan.ProbeError.
     Never overwrites: an existing name gets the next vN.
+    `render`: the Mermaid diagrams go to a diagrams folder as .mmd, and as .svg when Debian
+    chromium and the mermaid npm package are here (None: when available; False: no folder).
     """
     catalogue(lang)  # fail on a bad language before writing anything
     b = brief if isinstance(brief, Brief) else load_brief(Path(brief))
@@ -109,9 +113,18 @@ def build_pack(
         write("cost_carbon", "md", documents.cost(plan, lang, day))
         write("cost_carbon", "csv", _cost_csv(plan))
     if "docs" in want:
-        for name in ("architecture", "encoding_ladder", "security", "slo_alerts", "runbooks", "loadtest_plan"):
+        arch = documents.DOCUMENTS["architecture"](plan, lang, day)
+        figures, why = diagrams.diagram_files(arch) if render is not False else ({}, "rendering not asked for")
+        if render is not False:
+            folder = write_dir("diagrams", figures)
+            svgs = sorted(n for n in figures if n.endswith(".svg"))
+            arch += "\n" + (catalogue(lang)["diagrams_rendered"].format(folder=folder.name, files=", ".join(svgs)) if not why
+                            else catalogue(lang)["diagrams_unrendered"].format(folder=folder.name, why=why)) + "\n"
+        write("architecture", "md", arch)
+        for name in ("encoding_ladder", "security", "slo_alerts", "runbooks", "loadtest_plan"):
             write(name, "md", documents.DOCUMENTS[name](plan, lang, day))
         write("alert_rules", "yaml", documents.prometheus_rules(plan))
+        write("loadplan", "yaml", render_loadplan(plan))
         write("slos", "yaml", documents.slo_file(plan))
     if "iac" in want and plan.origins is not None:
         write_dir("terraform", iac.terraform(plan))

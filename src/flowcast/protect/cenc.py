@@ -169,6 +169,7 @@ class TrackEncryptor:
         nal_length_size: int = 4,
         systems: Sequence[PsshBox | bytes] | None = None,
         pssh_in_moof: bool = False,
+        sample_groups: bool = False,
     ) -> None:
         if scheme not in ("cenc", "cbcs"):
             raise ProtectError(f"unsupported protection scheme {scheme!r}")
@@ -193,8 +194,12 @@ class TrackEncryptor:
             systems = (clearkey_pssh([key.kid]),)
         self._pssh = tuple(s.to_bytes() if isinstance(s, PsshBox) else bytes(s) for s in systems)
         self._pssh_in_moof = pssh_in_moof
+        # Key rotation: name the KID (and cbcs constant IV) in every fragment too, through a
+        # `seig` sample group (23001-7 6, 10.2), so a fragment read under another period's init
+        # segment (a DASH player fetching one segment past a Period's end) still decrypts.
         self._pattern = (CBCS_VIDEO_PATTERN if self._video else _CBCS_AUDIO_PATTERN) if scheme == "cbcs" else (0, 0)
         self._next_iv = int.from_bytes(key.iv, "big")
+        self._seig = _seig_boxes(self) if sample_groups else b""
 
     @property
     def pssh_boxes(self) -> tuple[bytes, ...]:
@@ -252,11 +257,28 @@ class TrackEncryptor:
             data, info = self.encrypt_sample(s.data)
             encrypted.append(Sample(s.decode_time, s.duration, s.composition_offset, s.is_sync, s.flags, data))
             infos.append(info)
-        traf_boxes = _aux_boxes(infos)
+        aux = _aux_boxes(infos)
+        traf_boxes = _sbgp(len(samples)) + self._seig + aux if self._seig else aux
         moof_boxes = b"".join(self._pssh) if self._pssh_in_moof else b""
         chunk = write_chunk(sequence_number, track_id, encrypted, base_decode_time,
                             traf_boxes=traf_boxes, moof_boxes=moof_boxes)
-        return _patch_saio(chunk) if traf_boxes else chunk
+        return _patch_saio(chunk) if aux else chunk
+
+
+def _seig_boxes(enc: "TrackEncryptor") -> bytes:
+    """sgpd (version 1) with one CencSampleEncryptionInfoEntry for the encryptor's key."""
+    crypt, skip = enc._pattern
+    if enc.scheme == "cenc":
+        entry = struct.pack(">BBBB", 0, 0, 1, 8) + enc.key.kid
+    else:
+        entry = struct.pack(">BBBB", 0, (crypt << 4) | skip, 1, 0) + enc.key.kid
+        entry += struct.pack(">B", len(enc.key.iv)) + enc.key.iv
+    return full_box("sgpd", 1, 0, b"seig" + struct.pack(">II", len(entry), 1) + entry)
+
+
+def _sbgp(sample_count: int) -> bytes:
+    """Every sample of the fragment in the fragment-local seig group 1 (index 0x10001)."""
+    return full_box("sbgp", 0, 0, b"seig" + struct.pack(">III", 1, sample_count, 0x10001))
 
 
 def _aux_boxes(infos: Sequence[SampleEncryption]) -> bytes:

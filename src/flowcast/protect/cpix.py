@@ -36,6 +36,8 @@ __all__ = [
     "KeyPeriod",
     "UsageRule",
     "cpix_for_keys",
+    "cpix_for_store",
+    "key_periods",
     "parse_cpix",
     "render_cpix",
 ]
@@ -426,3 +428,69 @@ def cpix_for_keys(
         kp = tuple(KeyPeriod(f"keyPeriod_{p}", p) for p in uniq)
         rules = tuple(UsageRule(k.kid, (f"keyPeriod_{p}",)) for k, p in zip(keys, periods))
     return CpixDocument(ck, tuple(drm_systems), kp, rules, content_id, CPIX_VERSION)
+
+
+# --- keys for the packager ----------------------------------------------------------
+
+TRACK_KINDS = ("video", "audio")
+
+
+def _rule_kinds(rule: UsageRule) -> tuple[str, ...]:
+    kinds = tuple(k for k, on in (("video", rule.video), ("audio", rule.audio)) if on)
+    if not kinds and rule.intended_track_type:
+        t = rule.intended_track_type.lower()
+        kinds = tuple(k for k in TRACK_KINDS if t.startswith(k))
+    return kinds or TRACK_KINDS
+
+
+def key_periods(doc: CpixDocument) -> tuple[dict[str, CpixKey], ...]:
+    """The document's keys as our key periods, in order: period i -> {"video": key, "audio": key}.
+
+    With ContentKeyPeriods referenced by usage rules, one period per ContentKeyPeriod (by
+    @index, else document order), each track kind taking the key its rule filters for
+    (VideoFilter/AudioFilter; a rule with neither covers both). Without them, one period
+    per ContentKey in document order. `CpixError` when a key has no clear value (keys
+    encrypted for a DeliveryData recipient need that recipient's private key) or a period
+    has no key.
+    """
+    encrypted = [k for k in doc.keys if k.value is None]
+    if encrypted:
+        raise CpixError(
+            f"content key {encrypted[0].kid_uuid} is encrypted for a recipient (pskc:EncryptedValue); "
+            "flowcast reads only pskc:PlainValue keys: ask the DRM service for clear keys over an "
+            "authenticated, encrypted channel"
+        )
+    if not doc.keys:
+        raise CpixError("no ContentKey in the document")
+    by_kid = {k.kid: k for k in doc.keys}
+    used = {pid for r in doc.usage_rules for pid in r.period_ids}
+    periods = [p for p in doc.periods if p.id in used]
+    if periods:
+        order = sorted(range(len(periods)), key=lambda i: (periods[i].index is None, periods[i].index or 0, i))
+        out: list[dict[str, CpixKey]] = []
+        for i in order:
+            p = periods[i]
+            keys: dict[str, CpixKey] = {}
+            for rule in doc.usage_rules:
+                if p.id in rule.period_ids:
+                    if rule.kid not in by_kid:
+                        raise CpixError(f"ContentKeyUsageRule names KID {UUID(bytes=rule.kid)}, which has no ContentKey")
+                    for kind in _rule_kinds(rule):
+                        keys.setdefault(kind, by_kid[rule.kid])
+            if not keys:
+                raise CpixError(f"ContentKeyPeriod {p.id!r} has no content key")
+            for kind in TRACK_KINDS:  # a period keyed for one kind only: that key for both
+                keys.setdefault(kind, next(iter(keys.values())))
+            out.append(keys)
+        return tuple(out)
+    return tuple({kind: k for kind in TRACK_KINDS} for k in doc.keys)
+
+
+def cpix_for_store(store: object, stream: str, scheme: str | None = None) -> CpixDocument:
+    """Every key of `stream` in a `keystore.KeyStore` as a CPIX document, one ContentKeyPeriod
+    per key period (for sending our keys to a DRM service)."""
+    entries = store.entries(stream)  # type: ignore[attr-defined]
+    if not entries:
+        raise CpixError(f"no content keys for stream {stream!r}")
+    keys = [store.get(e.kid) for e in entries]  # type: ignore[attr-defined]
+    return cpix_for_keys(keys, scheme, periods=[e.period for e in entries], content_id=stream)

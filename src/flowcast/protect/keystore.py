@@ -276,7 +276,9 @@ class KeyStore:
                 base64.b64decode(rec["wrapped"], validate=True)
                 bytes.fromhex(str(rec["iv"]))
                 self._records[kid_hex] = rec
-                self._by_period[(stream, period)] = kid_hex
+                held = self._by_period.get((stream, period))
+                if held is None or (rec.get("imported") and not self._records[held].get("imported")):
+                    self._by_period[(stream, period)] = kid_hex
         except KeyStoreError:
             raise
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
@@ -356,6 +358,56 @@ class KeyStore:
                 raise
             ck = StoredContentKey(kid, key, iv)
             self._cache[kid.hex()] = ck
+            return ck
+
+    def import_key(
+        self, stream: str, period_index: int, kid: bytes, key: bytes, iv: bytes | None = None
+    ) -> StoredContentKey:
+        """Store a key made elsewhere (a DRM vendor's CPIX) for (stream, period), wrapped like
+        generated ones. Idempotent for the same KID and key; the first key imported for a
+        (stream, period) is the one `key_for` returns. A KID already stored with other key
+        bytes is refused: one KID, one key."""
+        if not stream or period_index < 0:
+            raise KeyStoreError("stream must be non-empty and period_index >= 0")
+        kid, value = bytes(kid), bytes(key)
+        if len(kid) != 16 or len(value) != 16:
+            raise KeyStoreError("KID and key must be 16 bytes")
+        # The IV (cbcs constant IV) travels in the clear in tenc; one of the wrong size (or
+        # none) is replaced by a fresh random one.
+        iv = bytes(iv) if iv is not None and len(iv) == self._iv_size else secrets.token_bytes(self._iv_size)
+        with self._lock:
+            kid_hex = kid.hex()
+            if kid_hex in self._records:
+                existing = self._unwrap(kid_hex)
+                if existing.key != value:
+                    raise KeyStoreError(f"KID {kid_hex} is already stored with another key")
+                self._by_period.setdefault((stream, period_index), kid_hex)
+                return existing
+            rec: dict[str, object] = {
+                "stream": stream,
+                "period": period_index,
+                "iv": iv.hex(),
+                "wrapped": base64.b64encode(self._master.wrap(value, _aad(kid, stream, period_index))).decode(),
+                "created": round(time.time(), 3),
+                "imported": True,
+            }
+            previous = self._by_period.get((stream, period_index))
+            self._records[kid_hex] = rec
+            # An import replaces a generated key for the period (its record stays, so media
+            # already encrypted with it can still be licensed); a second import does not.
+            if previous is None or not self._records[previous].get("imported"):
+                self._by_period[(stream, period_index)] = kid_hex
+            try:
+                self._save()
+            except KeyStoreError:
+                del self._records[kid_hex]
+                if previous is None:
+                    self._by_period.pop((stream, period_index), None)
+                else:
+                    self._by_period[(stream, period_index)] = previous
+                raise
+            ck = StoredContentKey(kid, value, iv)
+            self._cache[kid_hex] = ck
             return ck
 
     def get(self, kid: bytes) -> StoredContentKey:

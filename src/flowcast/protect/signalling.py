@@ -67,6 +67,7 @@ __all__ = [
     "hls_key_tags",
     "hls_method",
     "kid_uuid",
+    "pssh_boxes",
 ]
 
 # DASH-IF IOP 7.6.2.4: the ClearKey ContentProtection scheme (not a pssh SystemID).
@@ -209,6 +210,12 @@ def hls_key_tags(signal: KeySignal) -> tuple[str, ...]:
     return tuple(hls_key_attributes(signal, s) for s in signal.systems if s.system_id in KEYFORMATS)
 
 
+def pssh_boxes(signal: KeySignal) -> tuple[bytes, ...]:
+    """The pssh boxes for the init segment's moov: one per system that has one (the Common
+    one lists the announced KIDs too, so a CDM licenses the next period's key early)."""
+    return tuple(b for b in (signal.pssh_for(s) for s in signal.systems) if b is not None)
+
+
 def hls_key(signal: KeySignal, msn: int) -> HlsKey:
     """For MediaPlaylist.keys: this key in force from segment `msn` on."""
     return HlsKey(msn, hls_key_tags(signal))
@@ -240,7 +247,13 @@ def dash_content_protection(signal: KeySignal) -> tuple[ContentProtection, ...]:
             continue  # FairPlay is HLS-only
         else:
             value = {WIDEVINE_SYSTEM_ID: "Widevine", PLAYREADY_SYSTEM_ID: "MSPR 2.0"}.get(system.system_id)
+            pro = None
+            if system.system_id == PLAYREADY_SYSTEM_ID and pssh is not None:
+                # PlayReady DASH guidance: the PlayReady Object in mspr:pro beside cenc:pssh.
+                pro = base64.b64encode(parse_pssh(pssh[8:]).data).decode("ascii")
             out.append(
-                ContentProtection(f"urn:uuid:{system.system_id}", value, pssh=pssh_b64, laurl=system.license_url)
+                ContentProtection(
+                    f"urn:uuid:{system.system_id}", value, pssh=pssh_b64, laurl=system.license_url, pro=pro
+                )
             )
     return tuple(out)

@@ -81,13 +81,34 @@ def soft_bits_of(
     return best[1], best[2]
 
 
+def parse_candidates(text: str) -> list[str] | dict[str, int]:
+    """A candidates file: one session id per line, or ``session_id<TAB>timestamp`` on every line.
+
+    With timestamps (the token expiry in hours, `watermark_session.token_timestamp`) every
+    segment counts; without, only the codeword positions that depend on the session alone.
+    """
+    rows = [line.rstrip("\r\n") for line in text.splitlines() if line.strip()]
+    split = [row.split("\t") for row in rows]
+    if all(len(f) == 1 for f in split):
+        return [f[0].strip() for f in split]
+    if not all(len(f) == 2 for f in split):
+        raise WatermarkError("candidates: give either a session id per line or session_id<TAB>timestamp on every line")
+    out: dict[str, int] = {}
+    for n, (sid, stamp) in enumerate(split, 1):
+        try:
+            out[sid.strip()] = int(stamp)
+        except ValueError:
+            raise WatermarkError(f"candidates line {n}: timestamp {stamp!r} is not an integer") from None
+    return out
+
+
 def extract_recording(
     path: str | PathLike[str],
     *,
     secret: bytes,
     segment_duration: float,
     candidates: Sequence[str] | Mapping[str, int] | None,
-    first_segment: int | None = 0,
+    first_segment: int | Sequence[int] | None = 0,
     false_positive: float = 1e-6,
     search_offset: bool = True,
     ffmpeg: str = "ffmpeg",
@@ -95,7 +116,8 @@ def extract_recording(
     """Decode a recording and name the candidate session it was served to, or None.
 
     ``first_segment`` is the absolute index of the segment the recording starts in (known
-    when the capture's time is known); ``None`` searches all cyclic starts. When the frame
+    when the capture's time is known), or a range of them when it is known roughly (each one
+    a hypothesis); ``None`` searches every start of the period. When the frame
     alignment search finds the first whole segment a little after t=0 it may be that one or
     the next, so both are tried (two hypotheses in the false-accusation bound).
     """
@@ -107,7 +129,9 @@ def extract_recording(
     )
     if not bits:
         return None
-    offset: int | tuple[int, int] | None = None
-    if first_segment is not None:
+    offset: int | Sequence[int] | None = None
+    if isinstance(first_segment, int):
         offset = first_segment if start == 0 else (first_segment, first_segment + 1)
+    elif first_segment is not None:  # a window of possible starts
+        offset = sorted({f + d for f in first_segment for d in ((0,) if start == 0 else (0, 1))})
     return codec.decode(bits, candidates, offset=offset, false_positive=false_positive)

@@ -108,7 +108,30 @@ def alert_rules(
                 }
             )
         groups.append({"name": f"flowcast-slo-{_ident(slo.name)}", "rules": recording + alerts})
+    groups.append(COST_RULES)
     return {"groups": groups}
+
+
+# The cost anomaly detector runs in the origin (telemetry/cost.py, trailing baseline) and
+# exports its state; the rule turns it into an Alertmanager ticket beside the log/webhook.
+COST_RULES: Final = {
+    "name": "flowcast-cost",
+    "rules": [
+        {
+            "alert": "FlowcastCostPerViewerMinuteAnomaly",
+            "expr": "max(flowcast_cost_anomaly) == 1",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "Cost per viewer-minute above its anomaly factor x trailing baseline",
+                "description": (
+                    "flowcast_cost_per_viewer_minute_usd is above telemetry.anomaly_factor x "
+                    "flowcast_cost_per_viewer_minute_baseline_usd; check egress per viewer (bitrate, "
+                    "cache hit ratio, CDN region mix)."
+                ),
+            },
+        }
+    ],
+}
 
 
 def alert_rules_yaml(slos: Iterable[Slo] = DEFAULT_SLOS, rules: Iterable[BurnRateRule] = DEFAULT_RULES) -> str:
@@ -132,10 +155,17 @@ PANELS: Final = (
 )
 
 
+# Grafana only (the built-in /dashboard shows QoE, not money).
+COST_PANELS: Final = (
+    ("Cost per viewer-minute (USD)", "flowcast_cost_per_viewer_minute_usd"),
+    ("Cost per transcode hour (USD)", "flowcast_cost_per_transcode_hour_usd"),
+)
+
+
 def grafana_dashboard(slos: Iterable[Slo] = DEFAULT_SLOS) -> dict[str, Any]:
     """A Grafana dashboard (schemaVersion 39) over a Prometheus data source variable."""
     panels = []
-    for i, (title, expr) in enumerate(PANELS):
+    for i, (title, expr) in enumerate(PANELS + COST_PANELS):
         panels.append(
             {
                 "id": i + 1,

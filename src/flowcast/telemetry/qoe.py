@@ -12,15 +12,21 @@ Definitions (reference/schema.md; event semantics in schema.METRICS_BY_TYPE):
 
 Quantiles are `quantileExact`: the element at floor(level x n) of the sorted values, so a
 test can compare them with ground truth (and a dashboard never shows an estimate as exact).
+
+Where they are read (`plan`): whole minutes come from the per-minute rollup (store.ROLLUP,
+exact states filled by a materialized view), the sub-minute edges of the range from
+player_events FINAL as the same states, merged in one query ("hybrid"); a range with no
+whole minute inside, or `source="raw"`, reads player_events only. Every grouping field is a
+rollup dimension, so no grouping forces the raw path today; one that is not would.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from flowcast.telemetry.slo import Slo
-from flowcast.telemetry.store import Store, _range
+from flowcast.telemetry.store import ROLLUP, ROLLUP_DIMS, ROLLUP_STATES, Store, _range
 
 GROUP_FIELDS: Final = ("protocol", "cdn", "region", "player_version", "stream_id", "codec")
 _PLAY: Final = "type IN ('heartbeat', 'session_end')"
@@ -72,6 +78,77 @@ FROM {store.t('player_events')} FINAL
 {tail}"""
 
 
+Source = Literal["auto", "raw"]
+Plan = Literal["rollup", "hybrid", "raw"]
+
+# How each rollup column is merged back into the figure of the same name.
+_MERGE: Final = {
+    "sessions": "uniqExactMerge(sessions)",
+    "startup_q": "quantilesExactIfMerge(0.5, 0.95, 0.99)(startup_q)",
+    "latency_q": "quantilesExactIfMerge(0.5, 0.95)(latency_q)",
+    "error_sessions": "uniqExactIfMerge(error_sessions)",
+}
+
+
+def plan(start: float | None, end: float | None, group_by: tuple[str, ...], source: Source = "auto") -> Plan:
+    """Which tables answer qoe_aggregates (see the module docstring)."""
+    if source == "raw" or any(g not in ROLLUP_DIMS for g in group_by):
+        return "raw"
+    m0, m1 = _whole_minutes(start, end)
+    if m0 is not None and m1 is not None and m1 - m0 < 60:
+        return "raw"  # no whole minute inside: nothing to gain
+    exact_start = start is None or m0 == start
+    exact_end = end is None or m1 == end
+    return "rollup" if exact_start and exact_end else "hybrid"
+
+
+def _whole_minutes(start: float | None, end: float | None) -> tuple[float | None, float | None]:
+    """[m0, m1): the whole minutes inside [start, end) (epoch seconds, ms precision)."""
+    m0 = None if start is None else -(-round(start * 1000) // 60_000) * 60.0
+    m1 = None if end is None else (round(end * 1000) // 60_000) * 60.0
+    return m0, m1
+
+
+def _rollup_sql(store: Store, group_by: tuple[str, ...], start: float | None, end: float | None) -> tuple[str, dict[str, Any]]:
+    m0, m1 = _whole_minutes(start, end)
+    params: dict[str, Any] = {}
+    conds = []
+    if m0 is not None:
+        conds.append("minute >= toDateTime({m0:Int64}, 'UTC')")
+        params["m0"] = int(m0)
+    if m1 is not None:
+        conds.append("minute < toDateTime({m1:Int64}, 'UTC')")
+        params["m1"] = int(m1)
+    rollup_where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    names = [name for name, _, _ in ROLLUP_STATES]
+    dims = "".join(f"{g}, " for g in group_by)
+    branches = [f"SELECT {dims}{', '.join(names)} FROM {store.t(ROLLUP)} {rollup_where}"]
+    # Sub-minute edges of the range: the same states from the raw events.
+    edges = []
+    if start is not None and m0 is not None and m0 > start:
+        edges.append(
+            "(ts >= fromUnixTimestamp64Milli(toInt64({start_ms:Int64}), 'UTC') "
+            "AND ts < fromUnixTimestamp64Milli(toInt64({m0_ms:Int64}), 'UTC'))"
+        )
+        params.update(start_ms=int(round(start * 1000)), m0_ms=int(m0 * 1000))
+    if end is not None and m1 is not None and end > m1:
+        edges.append(
+            "(ts >= fromUnixTimestamp64Milli(toInt64({m1_ms:Int64}), 'UTC') "
+            "AND ts < fromUnixTimestamp64Milli(toInt64({end_ms:Int64}), 'UTC'))"
+        )
+        params.update(m1_ms=int(m1 * 1000), end_ms=int(round(end * 1000)))
+    if edges:
+        states = ", ".join(f"{expr} AS {name}" for name, _, expr in ROLLUP_STATES)
+        group = f" GROUP BY {', '.join(group_by)}" if group_by else ""
+        branches.append(
+            f"SELECT {dims}{states} FROM {store.t('player_events')} FINAL WHERE {' OR '.join(edges)}{group}"
+        )
+    merged = ",\n    ".join(f"{_MERGE.get(n, f'sum({n})')} AS {n}" for n in names)
+    tail = f"GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}" if group_by else ""
+    union = "\n  UNION ALL\n  ".join(branches)
+    return f"SELECT {dims}\n    {merged}\nFROM (\n  {union}\n)\n{tail}", params
+
+
 def _q(values: list[Any] | None, i: int, n: int) -> float | None:
     if not n or values is None or values[i] is None:
         return None
@@ -83,15 +160,25 @@ def qoe_aggregates(
     start: float | None = None,
     end: float | None = None,
     group_by: tuple[str, ...] | list[str] = (),
+    source: Source = "auto",
 ) -> list[QoeRow]:
-    """QoE over [start, end) (epoch seconds), one row per group (one row if no grouping)."""
+    """QoE over [start, end) (epoch seconds), one row per group (one row if no grouping).
+
+    `source="raw"` forces the exact raw-table path; "auto" reads the rollup where it can
+    (`plan`), with identical results."""
     group_by = tuple(group_by)
     for g in group_by:
         if g not in GROUP_FIELDS:
             raise ValueError(f"group_by: {g!r} is not one of {', '.join(GROUP_FIELDS)}")
-    where, params = _range(start, end)
+    if source not in ("auto", "raw"):
+        raise ValueError(f"source: {source!r} is not auto or raw")
+    if plan(start, end, group_by, source) == "raw":
+        where, params = _range(start, end)
+        sql = _sql(store, group_by, where)
+    else:
+        sql, params = _rollup_sql(store, group_by, start, end)
     out = []
-    for r in store.query(_sql(store, group_by, where), params):
+    for r in store.query(sql, params):
         sessions = int(r["sessions"])
         if not group_by and sessions == 0 and not r["startups"]:
             return []

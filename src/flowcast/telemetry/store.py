@@ -45,9 +45,13 @@ class Retention:
     sessions_days: int = 90
     origin_requests_days: int = 30
     anon_counters_days: int = 400
+    # Consent proofs outlive the data they justify (LGPD Art. 8 par. 2, Art. 16 I): the
+    # controller must be able to show consent for processing that already happened.
+    consent_proofs_days: int = 1825
 
     def __post_init__(self) -> None:
-        for name in ("player_events_days", "sessions_days", "origin_requests_days", "anon_counters_days"):
+        for name in ("player_events_days", "sessions_days", "origin_requests_days", "anon_counters_days",
+                     "consent_proofs_days"):
             v = getattr(self, name)
             if type(v) is not int or not 1 <= v <= 3650:
                 raise ValueError(f"Retention.{name} must be an integer from 1 to 3650")
@@ -130,6 +134,97 @@ TTL toDateTime(ts) + INTERVAL {retention.origin_requests_days} DAY""",
 ) ENGINE = SummingMergeTree((events, value_sum))
 ORDER BY (minute, type, protocol, cdn, region)
 TTL minute + INTERVAL {retention.anon_counters_days} DAY""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.consent_proofs (
+    ts DateTime64(3, 'UTC'),
+    session_id String,
+    choice LowCardinality(String),
+    banner_version LowCardinality(String),
+    banner_hash String,
+    language LowCardinality(String),
+    purposes Array(LowCardinality(String)),
+    user_id String
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (session_id, ts)
+TTL toDateTime(ts) + INTERVAL {retention.consent_proofs_days} DAY""",
+        *rollup_ddl(db, retention),
+    ]
+
+
+# --- per-minute QoE rollup --------------------------------------------------------------
+# qoe.py's aggregates over 10 M events took 0.7-2.1 s on chDB reading player_events FINAL;
+# the rollup keeps one row per (minute, every grouping dimension) with the partial state of
+# each aggregate, so a report reads ~1 row per minute and group instead of every event.
+# States are exact (uniqExact, quantilesExact, sums), not sketches: the quantile state keeps
+# the values themselves (a few per row), so a report from the rollup equals the raw one.
+ROLLUP: Final = "qoe_minute"
+ROLLUP_MV: Final = "qoe_minute_mv"
+ROLLUP_DIMS: Final = ("protocol", "cdn", "region", "player_version", "stream_id", "codec")
+_PLAY_TYPES: Final = "type IN ('heartbeat', 'session_end')"
+
+# (column, state type, expression over player_events): the same expressions feed the
+# materialized view, a rebuild after erasure, and the raw edges of a hybrid query.
+ROLLUP_STATES: Final = (
+    ("sessions", "AggregateFunction(uniqExact, String)", "uniqExactState(session_id)"),
+    ("startups", "SimpleAggregateFunction(sum, UInt64)", "countIf(type = 'startup')"),
+    (
+        "startup_q",
+        "AggregateFunction(quantilesExactIf(0.5, 0.95, 0.99), Float64, UInt8)",
+        "quantilesExactIfState(0.5, 0.95, 0.99)(startup_time_ms, type = 'startup')",
+    ),
+    ("stalls", "SimpleAggregateFunction(sum, UInt64)", "countIf(type = 'stall')"),
+    ("sum_rebuffer_ms", "SimpleAggregateFunction(sum, Float64)", "sumIf(rebuffer_ms, type = 'stall')"),
+    ("sum_play_time_ms", "SimpleAggregateFunction(sum, Float64)", f"sumIf(play_time_ms, {_PLAY_TYPES})"),
+    (
+        "bitrate_time",
+        "SimpleAggregateFunction(sum, Float64)",
+        f"sumIf(avg_bitrate_kbps * play_time_ms, {_PLAY_TYPES} AND avg_bitrate_kbps > 0)",
+    ),
+    (
+        "bitrate_play_time",
+        "SimpleAggregateFunction(sum, Float64)",
+        f"sumIf(play_time_ms, {_PLAY_TYPES} AND avg_bitrate_kbps > 0)",
+    ),
+    ("latency_samples", "SimpleAggregateFunction(sum, UInt64)", "countIf(type = 'latency')"),
+    (
+        "latency_q",
+        "AggregateFunction(quantilesExactIf(0.5, 0.95), Float64, UInt8)",
+        "quantilesExactIfState(0.5, 0.95)(latency_ms, type = 'latency')",
+    ),
+    (
+        "error_sessions",
+        "AggregateFunction(uniqExactIf, String, UInt8)",
+        "uniqExactIfState(session_id, type = 'error' OR (type = 'session_end' AND error_code != ''))",
+    ),
+    ("sum_dropped_frames", "SimpleAggregateFunction(sum, UInt64)", f"sumIf(dropped_frames, {_PLAY_TYPES})"),
+)
+
+
+def rollup_select(source: str, where: str = "") -> str:
+    """SELECT of rollup rows (minute, dims, states) from `source` (player_events [FINAL])."""
+    dims = ", ".join(ROLLUP_DIMS)
+    states = ",\n    ".join(f"{expr} AS {name}" for name, _, expr in ROLLUP_STATES)
+    return (
+        f"SELECT toStartOfMinute(ts) AS minute, {dims},\n    {states}\n"
+        f"FROM {source} {where}\nGROUP BY minute, {dims}"
+    )
+
+
+def rollup_ddl(db: str, retention: Retention) -> list[str]:
+    """The rollup table and the materialized view that fills it on every insert."""
+    dims = ",\n    ".join(f"{d} LowCardinality(String)" for d in ROLLUP_DIMS)
+    states = ",\n    ".join(f"{name} {typ}" for name, typ, _ in ROLLUP_STATES)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {db}.{ROLLUP} (
+    minute DateTime('UTC'),
+    {dims},
+    {states}
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMMDD(minute)
+ORDER BY (minute, {', '.join(ROLLUP_DIMS)})
+TTL minute + INTERVAL {retention.player_events_days} DAY""",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{ROLLUP_MV} TO {db}.{ROLLUP} AS\n"
+        + rollup_select(f"{db}.player_events"),
     ]
 
 
@@ -137,6 +232,22 @@ def _columns(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+@dataclass(frozen=True)
+class ConsentProof:
+    """One consent decision as shown to the viewer (LGPD Art. 8 par. 2: demonstrable)."""
+
+    ts: float
+    session_id: str
+    choice: str  # granted | declined | withdrawn
+    banner_version: str
+    banner_hash: str  # SHA-256 hex of the banner text shown
+    language: str
+    purposes: tuple[str, ...]
+    user_id: str = ""  # HMAC of the user id, when the player had one
+
+
+_CONSENT_COLS: Final = _columns(ConsentProof)
+_consent_tuple = operator.attrgetter(*_CONSENT_COLS)
 _EVENT_COLS: Final = _columns(PlayerEvent)
 _SESSION_COLS: Final = _columns(SessionRow)
 _COUNTER_COLS: Final = _columns(AnonymousCount)
@@ -169,8 +280,43 @@ class Store:
 
     # --- schema -------------------------------------------------------------------------
     def create_schema(self) -> None:
+        had_view = bool(
+            self.query(
+                "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = {mv:String}",
+                {"db": self.database, "mv": ROLLUP_MV},
+            )[0]["n"]
+        )
         for stmt in ddl(self.database, self.retention):
             self.execute(stmt)
+        if not had_view:
+            # A store made before the rollup existed: fill it once from what is stored
+            # (a materialized view only sees inserts made after it was created).
+            self.execute(f"INSERT INTO {self.t(ROLLUP)} " + rollup_select(f"{self.t('player_events')} FINAL"))
+
+    def rebuild_rollup(self, minutes: Sequence[int]) -> None:
+        """Recompute the rollup rows of these minutes (epoch seconds) from player_events,
+        after rows were deleted there (erasure, withdrawal): the view only sees inserts."""
+        if not minutes:
+            return
+        p = {"mins": [int(m) for m in minutes]}
+        cond = "toUnixTimestamp(minute) IN {mins:Array(UInt32)}"
+        self.execute(f"ALTER TABLE {self.t(ROLLUP)} DELETE WHERE {cond} SETTINGS mutations_sync = 2", p)
+        self.execute(
+            f"INSERT INTO {self.t(ROLLUP)} "
+            + rollup_select(
+                f"{self.t('player_events')} FINAL",
+                "WHERE toUnixTimestamp(toStartOfMinute(ts)) IN {mins:Array(UInt32)}",
+            ),
+            p,
+        )
+
+    def minutes_of(self, where: str, params: Mapping[str, Any]) -> list[int]:
+        """Distinct minutes (epoch seconds) of the player_events rows matching `where`."""
+        rows = self.query(
+            f"SELECT DISTINCT toUnixTimestamp(toStartOfMinute(ts)) AS m FROM {self.t('player_events')} WHERE {where}",
+            params,
+        )
+        return [int(r["m"]) for r in rows]
 
     # --- primitives ---------------------------------------------------------------------
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
@@ -212,7 +358,30 @@ class Store:
 
     # --- writes -------------------------------------------------------------------------
     def insert_events(self, events: Sequence[PlayerEvent]) -> int:
-        return self._insert("player_events", _EVENT_COLS, map(_event_tuple, events))
+        """Insert events whose event_id is not stored yet; returns how many were new.
+
+        FINAL already hides a retried event from raw reads, but the rollup's view sees
+        every insert, so a retry is dropped here, before it reaches the table (checked
+        within the batch's time range, which the primary key and partitions prune to).
+        Two writers inserting the same event at the same instant can still both pass:
+        only the rollup would count it twice; the raw path stays exact."""
+        fresh: dict[str, PlayerEvent] = {}
+        for e in events:
+            fresh.setdefault(e.event_id, e)
+        if not fresh:
+            return 0
+        lo = min(e.ts for e in fresh.values())
+        hi = max(e.ts for e in fresh.values())
+        seen = self.query(
+            f"SELECT event_id FROM {self.t('player_events')} "
+            "WHERE ts >= fromUnixTimestamp64Milli(toInt64({lo:Int64}), 'UTC') "
+            "AND ts <= fromUnixTimestamp64Milli(toInt64({hi:Int64}), 'UTC') "
+            "AND event_id IN {ids:Array(String)}",
+            {"lo": int(lo * 1000) - 1, "hi": int(hi * 1000) + 1, "ids": list(fresh)},
+        )
+        for r in seen:
+            fresh.pop(r["event_id"], None)
+        return self._insert("player_events", _EVENT_COLS, map(_event_tuple, fresh.values()))
 
     def insert_sessions(self, sessions: Sequence[SessionRow]) -> int:
         return self._insert(
@@ -233,6 +402,21 @@ class Store:
         self.insert_events(batch.events)
         self.insert_sessions(batch.sessions)
         self.insert_counters(batch.counters)
+
+    def insert_consent(self, proof: ConsentProof) -> None:
+        """Record one consent decision (granted, declined, withdrawn): append-only."""
+        self._insert("consent_proofs", _CONSENT_COLS, [_consent_tuple(proof)])
+
+    def consent_proofs(self, session_id: str | None = None, user_id_hash: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded decision of one session or one pseudonymised user, oldest first."""
+        if (session_id is None) == (user_id_hash is None):
+            raise ValueError("give exactly one of session_id and user_id_hash")
+        col, val = ("session_id", session_id) if session_id is not None else ("user_id", user_id_hash)
+        return self.query(
+            f"SELECT toUnixTimestamp64Milli(ts) / 1000 AS ts, session_id, choice, banner_version, banner_hash, "
+            f"language, purposes, user_id FROM {self.t('consent_proofs')} WHERE {col} = {{v:String}} ORDER BY ts",
+            {"v": val},
+        )
 
     # --- reads --------------------------------------------------------------------------
     def count_events(self, start: float | None = None, end: float | None = None) -> int:
@@ -278,7 +462,12 @@ FROM {self.t('sessions')} WHERE session_id = {{sid:String}} GROUP BY session_id"
         """Erase one user's data (LGPD Art. 18 VI): their sessions, every event of those
         sessions (also beacons sent without the user id) and the origin requests that carry
         those session ids (CMCD sid). Synchronous: returns once the data is gone. Returns the
-        number of sessions erased. Anonymous counters hold nothing to erase."""
+        number of sessions erased. Anonymous counters hold nothing to erase.
+
+        Consent proofs are kept (docs/telemetry.md, "Consent proofs"): the controller must
+        be able to demonstrate consent (Art. 8 par. 2) for the processing that happened, and
+        Art. 16 I allows keeping data for that legal obligation; they hold no viewing data,
+        only the decision, and expire with their own retention."""
         p = {"u": user_id_hash}
         ids = [
             r["session_id"]
@@ -290,6 +479,7 @@ FROM {self.t('sessions')} WHERE session_id = {{sid:String}} GROUP BY session_id"
             if r["session_id"]
         ]
         q = {"u": user_id_hash, "ids": ids}
+        minutes = self.minutes_of("user_id = {u:String} OR has({ids:Array(String)}, session_id)", q)
         # mutations_sync = 2: wait for the mutation on every replica, not only this one.
         self.execute(
             f"ALTER TABLE {self.t('player_events')} DELETE "
@@ -309,6 +499,8 @@ FROM {self.t('sessions')} WHERE session_id = {{sid:String}} GROUP BY session_id"
                 f"WHERE has({{ids:Array(String)}}, session_id) SETTINGS mutations_sync = 2",
                 {"ids": ids},
             )
+        # The rollup's states hold these sessions' ids (hashed) and values: recompute them.
+        self.rebuild_rollup(minutes)
         return len(ids)
 
 
@@ -427,5 +619,7 @@ class ClickHouseHttpStore(Store):
 def _http_param(v: Any) -> str:
     """Parameter values in the HTTP interface's text form (arrays as ClickHouse literals)."""
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join("'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'" for x in v) + "]"
+        return "[" + ",".join(
+            str(x) if type(x) is int else "'" + str(x).replace("\\", "\\\\").replace("'", "\\'") + "'" for x in v
+        ) + "]"
     return str(v)

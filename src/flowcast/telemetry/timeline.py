@@ -58,11 +58,13 @@ def delete_session(store: Store, session_id: str) -> None:
     """Erase one session (consent withdrawn, LGPD Art. 8 §5 and 15 III): its events, its
     session row and the origin requests carrying its sid. Synchronous."""
     p = {"sid": session_id}
+    minutes = store.minutes_of("session_id = {sid:String}", p)
     for table in ("player_events", "sessions", "origin_requests"):
         store.execute(
             f"ALTER TABLE {store.t(table)} DELETE WHERE session_id = {{sid:String}} SETTINGS mutations_sync = 2",
             p,
         )
+    store.rebuild_rollup(minutes)  # the per-minute QoE states held this session too
 
 
 def recent_sessions(store: Store, start: float, limit: int = 50) -> list[dict[str, Any]]:

@@ -4,6 +4,10 @@
     /path/to/file.mp4                        looped in real time (-stream_loop -1 -re), probed first
     rtmp://0.0.0.0:1935/live/<stream-key>    RTMP listener; the key is checked by our front (rtmp_front)
     srt://0.0.0.0:9000?mode=listener         SRT listener, optional passphrase (AES, enforced by libsrt)
+    whip                                     WebRTC publish (WHIP) at /whip/<stream> on the origin
+
+A WHIP publisher's tracks are decoded by aiortc in our process and handed to FFmpeg as raw
+NUT on a loopback listener (`webrtc.ingest_feed`); FFmpeg never sees the WebRTC side.
 
 FFmpeg's RTMP listener does not enforce the stream name: rtmpproto.c only logs
 "Unexpected stream X, expecting Y" (AV_LOG_WARNING) and accepts the publish anyway, and
@@ -28,7 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 from flowcast.config import IngestConfig
 from flowcast.transcode.timecode import timecode_filter
 
-SourceKind = Literal["testsrc", "file", "rtmp", "srt"]
+SourceKind = Literal["testsrc", "file", "rtmp", "srt", "whip"]
 
 FFPROBE = "ffprobe"
 TEST_AUDIO_HZ = 1000
@@ -48,7 +52,8 @@ class Source:
     video_filter: str | None = None  # runs on the source frames before the ladder split
     secrets: tuple[str, ...] = field(default=(), repr=False)  # mask these in anything logged
     listen: tuple[str, int] | None = None  # public (host, port) for listeners
-    # RTMP only: where our front expects publishers, and where FFmpeg listens behind it
+    # RTMP: where our front expects publishers, and where FFmpeg listens behind it;
+    # WHIP: internal_port is FFmpeg's loopback NUT listener that the WHIP session feeds
     rtmp_app: str | None = None
     rtmp_key: str | None = field(default=None, repr=False)
     internal_port: int | None = None
@@ -149,17 +154,35 @@ def _srt(url: str, passphrase: str | None) -> Source:
     )
 
 
+def _whip(internal_port: int) -> Source:
+    return Source(
+        kind="whip",
+        # NUT carries its stream headers: nothing to probe, so the first frame goes straight in
+        input_args=(
+            "-fflags", "nobuffer", "-probesize", "32", "-analyzeduration", "0",
+            "-f", "nut", "-i", f"tcp://127.0.0.1:{internal_port}?listen=1",
+        ),
+        video="0:v:0",
+        audio="0:a:0",
+        internal_port=internal_port,
+    )
+
+
 def resolve_source(ingest: IngestConfig, *, rtmp_internal_port: int = 19350) -> Source:
-    """Describe the configured input; files are probed now so errors come before the pipeline."""
+    """Describe the configured input; files are probed now so errors come before the pipeline.
+
+    `rtmp_internal_port`: the loopback port FFmpeg listens on behind our RTMP front or WHIP feed."""
     spec = ingest.input
     if spec == "testsrc":
         return _testsrc()
+    if spec == "whip":
+        return _whip(rtmp_internal_port)
     if spec.startswith("rtmp://"):
         return _rtmp(spec, rtmp_internal_port)
     if spec.startswith("srt://"):
         return _srt(spec, ingest.srt_passphrase)
     if re.match(r"^[a-z][a-z0-9+.-]*://", spec):
-        raise SourceError(f"unsupported input {spec.split('://')[0]}://; use testsrc, a file, rtmp:// or srt://")
+        raise SourceError(f"unsupported input {spec.split('://')[0]}://; use testsrc, whip, a file, rtmp:// or srt://")
     return _file(Path(spec))
 
 

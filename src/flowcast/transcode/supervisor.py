@@ -26,6 +26,7 @@ from collections.abc import Callable
 from flowcast.config import FlowcastConfig
 from flowcast.transcode.command import build_command, loggable, output_names
 from flowcast.transcode.encoders import check_encoder
+from flowcast.transcode.forensic import ForensicEncode
 from flowcast.transcode.rtmp_front import RtmpFront, free_loopback_port
 from flowcast.transcode.sources import Source, ingest_refusal, resolve_source
 
@@ -71,6 +72,7 @@ class EncoderSupervisor:
         source: Source | None = None,
         ffmpeg: str = "ffmpeg",
         speed_log_interval: float = 10.0,
+        forensic: ForensicEncode | None = None,
     ) -> None:
         check_encoder(config.encoder)  # UnknownEncoder / EncoderUnavailable before anything runs
         self.config = config
@@ -81,6 +83,7 @@ class EncoderSupervisor:
         self.on_run_start = on_run_start
         self.ffmpeg = ffmpeg
         self.speed_log_interval = speed_log_interval
+        self.forensic = forensic  # the marked rung's pattern: its variant B is one more output
         # latest progress figures
         self.speed: float | None = None
         self.fps: float | None = None
@@ -134,7 +137,9 @@ class EncoderSupervisor:
         names = output_names(self.config)
         pipes = {name: os.pipe() for name in names}
         write_fds = {name: w for name, (_, w) in pipes.items()}
-        cmd = build_command(self.config, write_fds, source=self.source, progress_fd=1, ffmpeg=self.ffmpeg)
+        cmd = build_command(
+            self.config, write_fds, source=self.source, progress_fd=1, ffmpeg=self.ffmpeg, forensic=self.forensic
+        )
         self.run_number += 1
         started = time.time()
         if self.on_run_start is not None:

@@ -57,6 +57,17 @@ export class Analytics {
     }
   }
 
+  // The proof of a decision (grant: this session; decline: no session id exists).
+  async recordConsent(action, facts) {
+    if (!facts) return null;
+    const resp = await fetch(this.consentEndpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ session_id: action === 'grant' ? this.sessionId : '', action, ...facts }),
+    });
+    return resp.status;
+  }
+
   // Withdraw: stop identified collection now, ask the server to erase this session.
   async withdraw() {
     const sid = this.sessionId;
@@ -116,7 +127,13 @@ export class Analytics {
     const fields = { play_time_ms: Math.round(this.playMs) };
     if (this.bitratePlayMs > 0) fields.avg_bitrate_kbps = Math.round(this.bitrateMs / this.bitratePlayMs);
     const q = this.video && this.video.getVideoPlaybackQuality ? this.video.getVideoPlaybackQuality() : null;
-    if (q) {
+    if (this.droppedSource) {
+      // WebRTC: inbound-rtp framesDropped (WebRTCStatsHook), the receiver's own count.
+      const dropped = this.droppedSource();
+      if (this.droppedBase === null) this.droppedBase = 0;
+      fields.dropped_frames = Math.max(0, dropped - this.droppedBase);
+      this.droppedBase = dropped;
+    } else if (q) {
       const dropped = q.droppedVideoFrames;
       if (this.droppedBase === null) this.droppedBase = 0;
       fields.dropped_frames = Math.max(0, dropped - this.droppedBase);
@@ -167,5 +184,108 @@ export class Analytics {
   end() {
     clearInterval(this.timer);
     this.flush('end');
+  }
+}
+
+// WebRTC analytics hook (player=whep): RTCPeerConnection.getStats() -> the same QoE events.
+//   inbound-rtp (video) framesDropped          -> heartbeat dropped_frames (deltas)
+//   freezeCount / totalFreezesDuration         -> one stall event (rebuffer_ms) per new freeze
+//   bytesReceived                              -> avg_bitrate_kbps (player.js bitrate)
+//   framesPerSecond, jitterBufferDelay / jitterBufferEmittedCount, candidate-pair
+//   currentRoundTripTime, selected local candidate type (relay / host / srflx / prflx)
+//                                              -> summary() (window.flowcastStats.webrtc)
+// turn_relay_ratio (schema.md, Infra): the share of polled play time on a relay pair. The
+// collector's beacon schema has no field for it yet, so it is reported in the summary
+// (and by the tests and benchmark that read it), not in beacons.
+// The session context says what the stream is (codec, profile, GOP, no B-frames, Opus).
+export class WebRTCStatsHook {
+  constructor(pc, analytics = null) {
+    this.pc = pc;
+    this.analytics = analytics;
+    this.last = null;
+    this.freezes = null;
+    this.freezeS = 0;
+    this.relayS = 0;
+    this.pairS = 0;
+    this.lastAt = null;
+    this.state = {};
+    if (analytics) {
+      Object.assign(analytics.context, {
+        codec: 'h264', profile: 'constrained-baseline', b_frames: 0, audio_codec: 'opus',
+      });
+      analytics.droppedSource = () => (this.last ? this.last.framesDropped : 0);
+    }
+  }
+
+  async poll() {
+    let report;
+    try {
+      report = await this.pc.getStats();
+    } catch (e) {
+      return null;
+    }
+    const now = performance.now();
+    let inbound = null;
+    let pair = null;
+    const byId = new Map();
+    report.forEach((r) => {
+      byId.set(r.id, r);
+      if (r.type === 'inbound-rtp' && r.kind === 'video') inbound = r;
+    });
+    report.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = byId.get(r.selectedCandidatePairId);
+    });
+    if (!pair) {
+      report.forEach((r) => {
+        if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r;
+      });
+    }
+    const local = pair ? byId.get(pair.localCandidateId) : null;
+    const candidateType = local ? local.candidateType : null;
+    const s = {
+      at: now,
+      bytesReceived: inbound ? inbound.bytesReceived || 0 : 0,
+      framesDecoded: inbound ? inbound.framesDecoded || 0 : 0,
+      framesDropped: inbound ? inbound.framesDropped || 0 : 0,
+      framesPerSecond: inbound ? inbound.framesPerSecond || 0 : 0,
+      freezeCount: inbound ? inbound.freezeCount || 0 : 0,
+      totalFreezesDuration: inbound ? inbound.totalFreezesDuration || 0 : 0,
+      jitterBufferMs: inbound && inbound.jitterBufferEmittedCount
+        ? (1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount : null,
+      rttMs: pair && pair.currentRoundTripTime !== undefined ? pair.currentRoundTripTime * 1000 : null,
+      candidateType,
+    };
+    if (this.lastAt !== null && candidateType && s.framesDecoded > (this.last ? this.last.framesDecoded : 0)) {
+      const dt = (now - this.lastAt) / 1000;
+      this.pairS += dt;
+      if (candidateType === 'relay') this.relayS += dt;
+    }
+    // A freeze (the receiver's own measure: a frame later than max(3 x avg, avg + 150 ms))
+    // is what a viewer sees as a stall: one stall event each, with its share of duration.
+    if (this.freezes !== null && s.freezeCount > this.freezes && this.analytics) {
+      const ms = ((s.totalFreezesDuration - this.freezeS) * 1000) / (s.freezeCount - this.freezes);
+      for (let i = this.freezes; i < s.freezeCount; i++) this.analytics.onStall(ms);
+    }
+    this.freezes = s.freezeCount;
+    this.freezeS = s.totalFreezesDuration;
+    this.last = s;
+    this.lastAt = now;
+    return s;
+  }
+
+  summary() {
+    const s = this.last || {};
+    return {
+      candidate_type: s.candidateType || null,
+      turn_relay_ratio: this.pairS > 0 ? Math.round((this.relayS / this.pairS) * 1000) / 1000 : null,
+      dropped_frames: s.framesDropped || 0,
+      frames_decoded: s.framesDecoded || 0,
+      frames_per_second: s.framesPerSecond || 0,
+      rebuffer_count: s.freezeCount || 0,
+      rebuffer_ms: Math.round((s.totalFreezesDuration || 0) * 1000),
+      jitter_buffer_ms: s.jitterBufferMs === null || s.jitterBufferMs === undefined ? null : Math.round(s.jitterBufferMs),
+      rtt_ms: s.rttMs === null || s.rttMs === undefined ? null : Math.round(s.rttMs * 10) / 10,
+      bytes_received: s.bytesReceived || 0,
+    };
   }
 }

@@ -7,6 +7,9 @@
 // navigator.language (pt* -> Brazilian Portuguese, anything else -> English).
 
 export const RETENTION_DAYS = 90;
+// Bump when TEXT changes: the server keeps (version, SHA-256 of the text shown) as the proof.
+export const BANNER_VERSION = '2026-11-25';
+export const PURPOSES = ['qoe_analytics'];
 const STORAGE_KEY = 'flowcast.consent';
 
 export const TEXT = {
@@ -116,4 +119,16 @@ export function showWithdraw(lang, onWithdraw) {
   });
   document.body.append(btn);
   return btn;
+}
+
+// What a consent proof records of the banner the viewer saw (LGPD Art. 8 par. 2: the
+// controller must be able to prove consent). SubtleCrypto exists in secure contexts only
+// (HTTPS, or localhost): elsewhere there is no hash and no proof is sent.
+export async function bannerFacts(lang) {
+  const t = TEXT[lang] || TEXT.en;
+  if (!(window.crypto && crypto.subtle)) return null;
+  const text = [t.title, t.body, t.accept, t.decline].join('\n');
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
+  const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+  return { banner_version: BANNER_VERSION, banner_hash: hex, language: TEXT[lang] ? lang : 'en', purposes: PURPOSES };
 }

@@ -15,8 +15,8 @@ import { TimecodeReader, SampleRing } from './timecode.js';
 // Analytics are optional: loaded dynamically so that playback never depends on them (a
 // blocked or missing analytics.js / consent.js leaves the player working, without QoE).
 const qoeModules = await Promise.all([import('./analytics.js'), import('./consent.js')]).catch(() => null);
-const { Analytics } = qoeModules ? qoeModules[0] : {};
-const { initialDecision, pickLang, showBanner, showWithdraw } = qoeModules ? qoeModules[1] : {};
+const { Analytics, WebRTCStatsHook } = qoeModules ? qoeModules[0] : {};
+const { bannerFacts, initialDecision, pickLang, showBanner, showWithdraw } = qoeModules ? qoeModules[1] : {};
 
 const STATS_INTERVAL_MS = 250; // 4x per second
 const RING_SIZE = 120;
@@ -27,7 +27,7 @@ const playerName = (params.get('player') || 'hls').toLowerCase();
 const stream = params.get('stream') || 'live';
 const defaultSrc = playerName === 'dash'
   ? `/live/${stream}/manifest.mpd`
-  : `/live/${stream}/master.m3u8`;
+  : (playerName === 'whep' ? `/whep/${stream}` : `/live/${stream}/master.m3u8`);
 const src = params.get('src') || defaultSrc;
 // Optional target latency override (s). Without it each player follows the stream's own
 // advice: PART-HOLD-BACK for LL-HLS (3 x 0.5 s parts = 1.5 s), ServiceDescription for DASH.
@@ -51,9 +51,11 @@ const licenseUrl = params.get('license') || `${location.origin}/license/clearkey
 // answers the consent question without the banner; ?lang=en|pt-BR picks its language.
 const telemetryOn = params.get('telemetry') !== 'off' && qoeModules !== null;
 const lang = telemetryOn ? pickLang(params, navigator.language) : 'en';
-const protocol = params.get('protocol')
-  || ((playerName === 'dash' || (playerName === 'shaka' && src.includes('.mpd'))) ? 'll-dash' : 'll-hls');
-const PLAYER_VERSIONS = { hls: 'hls.js 1.7.4', dash: 'dash.js 5.2.1', shaka: 'shaka-player 5.2.12' };
+const protocol = params.get('protocol') || (playerName === 'whep' ? 'webrtc'
+  : ((playerName === 'dash' || (playerName === 'shaka' && src.includes('.mpd'))) ? 'll-dash' : 'll-hls'));
+const PLAYER_VERSIONS = {
+  hls: 'hls.js 1.7.4', dash: 'dash.js 5.2.1', shaka: 'shaka-player 5.2.12', whep: 'whep RTCPeerConnection',
+};
 const analytics = telemetryOn ? new Analytics({
   protocol,
   cdn: params.get('cdn') || 'origin',
@@ -142,7 +144,8 @@ function endStall() {
   if (stallCounted) {
     const ms = Math.round(performance.now() - stallStartedAt);
     stats.stallMs += ms;
-    if (analytics) analytics.onStall(ms);
+    // WHEP: stalls reach the analytics from the receiver's freezes (WebRTCStatsHook), not twice.
+    if (analytics && playerName !== 'whep') analytics.onStall(ms);
   } else stats.shortWaits += 1;
   stallStartedAt = null;
   stallCounted = false;
@@ -392,6 +395,86 @@ async function startShaka() {
   };
 }
 
+// WHEP (draft-ietf-wish-whep): a plain RTCPeerConnection, recvonly video + audio. The offer
+// is POSTed as soon as it is created, so the ICE servers of the answer's Link headers
+// (TURN with per-session credentials) are known before gathering starts: they are set,
+// then the offer is applied and our candidates trickle to the resource with PATCH.
+// ?relay=1 forces relay-only ICE (iceTransportPolicy 'relay': the TURN path).
+function parseIceLinks(headers) {
+  const servers = [];
+  const link = headers.get('link');
+  if (!link) return servers;
+  for (const part of link.split(/,(?=\s*<)/)) {
+    const m = part.match(/<([^>]+)>(.*)/);
+    if (!m || !/rel="?ice-server"?/.test(m[2])) continue;
+    const server = { urls: m[1] };
+    const user = m[2].match(/username="([^"]*)"/);
+    const cred = m[2].match(/credential="([^"]*)"/);
+    if (user && cred) {
+      server.username = user[1];
+      server.credential = cred[1];
+    }
+    servers.push(server);
+  }
+  return servers;
+}
+
+async function startWhep() {
+  const relay = params.get('relay') === '1';
+  const endpoint = new URL(src, location.href);
+  const auth = params.has('token') ? { authorization: `Bearer ${params.get('token')}` } : {};
+  const pc = new RTCPeerConnection({ iceServers: [], iceTransportPolicy: relay ? 'relay' : 'all' });
+  window.flowcastPlayer = pc;
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  const ms = new MediaStream();
+  pc.ontrack = (e) => {
+    ms.addTrack(e.track);
+    if (video.srcObject !== ms) video.srcObject = ms;
+  };
+  const offer = await pc.createOffer();
+  const resp = await fetch(endpoint, {
+    method: 'POST', body: offer.sdp, headers: { 'content-type': 'application/sdp', ...auth },
+  });
+  if (resp.status !== 201) throw new Error(`whep POST ${resp.status} ${(await resp.text()).slice(0, 200)}`);
+  const resource = new URL(resp.headers.get('location'), endpoint).href;
+  const answer = await resp.text();
+  pc.setConfiguration({ iceServers: parseIceLinks(resp.headers), iceTransportPolicy: relay ? 'relay' : 'all' });
+  const ufrag = (offer.sdp.match(/a=ice-ufrag:(.*)/) || [])[1];
+  const pwd = (offer.sdp.match(/a=ice-pwd:(.*)/) || [])[1];
+  pc.onicecandidate = (e) => {
+    const line = e.candidate && e.candidate.candidate ? `a=${e.candidate.candidate}` : 'a=end-of-candidates';
+    const body = `a=ice-ufrag:${ufrag}\r\na=ice-pwd:${pwd}\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n${line}\r\n`;
+    fetch(resource, { method: 'PATCH', body, headers: { 'content-type': 'application/trickle-ice-sdpfrag' } })
+      .catch(() => {});
+  };
+  await pc.setLocalDescription(offer);
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  pc.onconnectionstatechange = () => {
+    stats.webrtcState = pc.connectionState;
+    if (pc.connectionState === 'failed') recordError('whep', 'peer connection failed');
+  };
+  window.addEventListener('pagehide', () => {
+    fetch(resource, { method: 'DELETE', keepalive: true }).catch(() => {});
+    pc.close();
+  });
+  const hook = WebRTCStatsHook ? new WebRTCStatsHook(pc, analytics) : null;
+  window.flowcastWebRTC = hook;
+  let lastBytes = null;
+  let lastAt = null;
+  let kbps = null;
+  setInterval(async () => {
+    if (!hook) return;
+    const s = await hook.poll();
+    if (!s) return;
+    if (lastBytes !== null && s.at > lastAt) kbps = ((s.bytesReceived - lastBytes) * 8) / (s.at - lastAt);
+    lastBytes = s.bytesReceived;
+    lastAt = s.at;
+    stats.webrtc = hook.summary();
+  }, 1000);
+  currentBitrate = () => kbps;
+}
+
 // ---- view -----------------------------------------------------------------------------
 
 function fmt(v, digits = 0, unit = '') {
@@ -442,11 +525,16 @@ function setupConsent() {
     await analytics.withdraw();
     enableCmcd(null);
   });
+  const prove = (action) => bannerFacts(lang)
+    .then((facts) => analytics.recordConsent(action, facts))
+    .catch(() => null); // no proof must never stop playback
   if (analytics.consent) {
+    prove('grant'); // decided earlier (stored choice or ?consent=yes): this session's proof
     withdraw();
   } else if (initialDecision(params) === null) {
     showBanner(lang, (yes) => {
       analytics.setConsent(yes);
+      prove(yes ? 'grant' : 'decline');
       if (yes) {
         enableCmcd(analytics.sessionId); // hls.js fixes CMCD at creation: joins from the next load
         withdraw();
@@ -456,7 +544,7 @@ function setupConsent() {
 }
 
 async function main() {
-  const starters = { hls: startHls, dash: startDash, shaka: startShaka };
+  const starters = { hls: startHls, dash: startDash, shaka: startShaka, whep: startWhep };
   const start = starters[playerName];
   if (!start) {
     recordError('page', `unknown player ${playerName}`);
@@ -465,13 +553,18 @@ async function main() {
   }
   setupConsent();
   video.muted = true;
-  video.autoplay = true;
+  // dash.js starts playback itself (initialize(..., autoplay=true)): a 'play' event that fires
+  // before its PlaybackController listens leaves it believing the video is paused, and a
+  // paused dash.js never refreshes the MPD, so it would miss every new Period (encoder
+  // restarts, key rotation).
+  const selfStarting = playerName === 'dash';
+  video.autoplay = !selfStarting;
   playRequestedAt = performance.now();
   setInterval(tick, STATS_INTERVAL_MS);
   if (useTimecode) timecode.start();
   try {
     await start();
-    const p = video.play();
+    const p = selfStarting ? null : video.play();
     if (p && p.catch) p.catch((e) => { if (e.name !== 'AbortError') recordError('play', e.message); });
   } catch (e) {
     recordError(playerName, e.message || String(e));

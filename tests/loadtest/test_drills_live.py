@@ -1,0 +1,144 @@
+"""Origin-kill drill against two real redundant `flowcast up` origins.
+
+Both origins package the built-in test source: testsrc2 paced by the wall clock with the
+wall clock burned in, so the two encoders produce the same picture for the same instant and
+differ only in their run-in (each encoder starts its GOPs when its own process starts, so
+segment boundaries differ by up to half a segment; the epoch-aligned numbering gives the
+same media the same MSN/$Number$ on both). One origin is SIGKILLed mid-run; viewers of
+both protocols (our LL-HLS client on Content Steering pathways, our LL-DASH client on
+MPD BaseURLs) must fail over. Assertions read the raw per-viewer rows, not the report.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowcast.loadtest import Ramp, run_loadtest
+from flowcast.loadtest.drills import OriginKill
+from flowcast.origin.server import free_port
+from flowcast.package.m3u8 import parse_media_playlist, parse_multivariant
+from flowcast.package.mpd import parse_mpd
+from tests.e2e.livestack import LiveProcess
+
+pytestmark = pytest.mark.slow
+TD = 2.0  # target duration of the low-latency default (2 s segments)
+RUN_S = 18.0
+KILL_AT_S = 9.0
+
+CONFIG = """
+ladder:
+  rungs:
+    - {{name: 360p, width: 640, height: 360, video_bitrate_kbps: 600, profile: main, level: "3.0"}}
+origin:
+  redundant: ["http://127.0.0.1:{a}", "http://127.0.0.1:{b}"]
+telemetry:
+  enabled: false
+"""
+
+
+@pytest.fixture(scope="module")
+def origins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveProcess, LiveProcess]]:
+    tmp = tmp_path_factory.mktemp("redundant")
+    a, b = free_port(), free_port()
+    while b == a:
+        b = free_port()
+    cfg = tmp / "redundant.yaml"
+    cfg.write_text(CONFIG.format(a=a, b=b))
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    procs = [LiveProcess(tmp / "a", "--config", str(cfg), port=a), LiveProcess(tmp / "b", "--config", str(cfg), port=b)]
+    try:
+        for p in procs:
+            p.wait_ready(timeout=60.0)
+        time.sleep(3.0)
+        yield procs[0], procs[1]
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_origins_agree_on_numbering_and_announce_each_other(origins: tuple[LiveProcess, LiveProcess]) -> None:
+    a, b = origins
+    mv = parse_multivariant(httpx.get(a.url("/live/live/master.m3u8")).text)
+    assert [v.attributes["PATHWAY-ID"] for v in mv.variants] == ["origin-1", "origin-2"]
+    assert mv.variants[0].uri == a.url("/live/live/360p/index.m3u8")
+    assert mv.variants[1].uri == b.url("/live/live/360p/index.m3u8")
+    assert any(t.startswith("#EXT-X-CONTENT-STEERING:") and 'PATHWAY-ID="origin-1"' in t for t in mv.unknown_tags)
+    steer = httpx.get(a.url("/live/live/steering.json?_HLS_pathway=origin-1"))
+    assert steer.status_code == 200 and steer.json()["PATHWAY-PRIORITY"] == ["origin-1", "origin-2"]
+    mpd = parse_mpd(httpx.get(b.url("/live/live/manifest.mpd")).content)
+    assert mpd.base_urls == ((a.url("/live/live/"), "origin-1"), (b.url("/live/live/"), "origin-2"))
+    # the same MSN stands for the same wall-clock media on both (within the encoders' run-in)
+    pa = parse_media_playlist(httpx.get(a.url("/live/live/360p/index.m3u8")).text)
+    pb = parse_media_playlist(httpx.get(b.url("/live/live/360p/index.m3u8")).text)
+    common = {s.msn for s in pa.segments} & {s.msn for s in pb.segments}
+    assert len(common) >= 2, ([s.msn for s in pa.segments], [s.msn for s in pb.segments])
+    for msn in common:
+        sa = next(s for s in pa.segments if s.msn == msn)
+        sb = next(s for s in pb.segments if s.msn == msn)
+        assert abs(sa.program_date_time.timestamp() - sb.program_date_time.timestamp()) < TD / 2
+        assert abs(sa.program_date_time.timestamp() - msn * TD) < TD / 2  # msn = round(wall clock / TD)
+
+
+def _origin_at(row: dict, ts: float) -> str:
+    cur = row["origin"]
+    for f in row["failovers"]:
+        if f["at"] <= ts:
+            cur = f["to"]
+    return cur
+
+
+def test_origin_kill_viewers_fail_over(origins: tuple[LiveProcess, LiveProcess], tmp_path: Path) -> None:
+    a, b = origins
+    drill = OriginKill(at_s=KILL_AT_S, pid=a.proc.pid, origin_id="origin-1", target_duration_s=TD)
+    reports: dict[str, object] = {}
+
+    def hls() -> None:
+        reports["ll-hls"] = run_loadtest(
+            a.url("/live/live/master.m3u8"), 10, RUN_S, "loopback", "ll-hls", tmp_path / "hls",
+            origin_pid=a.proc.pid, ramp=Ramp(up_s=3.0, down_s=1.0), drills=[drill],
+        )
+
+    def dash() -> None:
+        reports["ll-dash"] = run_loadtest(
+            a.url("/live/live/manifest.mpd"), 10, RUN_S, "loopback", "ll-dash", tmp_path / "dash",
+            ramp=Ramp(up_s=3.0, down_s=1.0),
+        )
+
+    threads = [threading.Thread(target=hls), threading.Thread(target=dash)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(RUN_S + 60)
+    assert set(reports) == {"ll-hls", "ll-dash"}, "a run did not finish"
+    assert a.proc.wait(5) == -9, "origin-1 was not killed"
+    hls_data = json.loads(reports["ll-hls"].json_path.read_text())
+    kill_ts = hls_data["drills"][0]["fired_at"]
+    assert kill_ts is not None
+    assert httpx.get(b.url("/live/live/master.m3u8")).status_code == 200, "origin-2 must be unharmed"
+    rows = hls_data["viewers"] + json.loads(reports["ll-dash"].json_path.read_text())["viewers"]
+    assert len(rows) == 20
+    # no viewer stops with an error
+    assert [r["error_code"] for r in rows] == [""] * 20
+    on_killed = [r for r in rows if r["start_ts"] < kill_ts and _origin_at(r, kill_ts - 1e-3) == "origin-1"]
+    assert {r["protocol"] for r in on_killed} == {"ll-hls", "ll-dash"}, "both clients must have been on origin-1"
+    for r in on_killed:
+        moves = [f for f in r["failovers"] if f["from"] == "origin-1" and f["at"] >= kill_ts - 0.5]
+        assert moves and moves[0]["to"] == "origin-2", r["failovers"]
+        # media again from origin-2 within 2 target durations of the kill ...
+        assert moves[0]["resumed_at"] is not None and moves[0]["resumed_at"] - kill_ts <= 2 * TD, moves
+        # ... and playing: any stall around the kill ended within 2 target durations of it
+        for start, ms in r["stalls"]:
+            if start + ms / 1000 >= kill_ts - 0.5:
+                assert start + ms / 1000 - kill_ts <= 2 * TD, (r["protocol"], r["stalls"], kill_ts)
+        assert r["last_media_ts"] > kill_ts + 3.0, "kept playing after the failover"
+    # the report's drill verdict agrees with what was asserted above
+    assert hls_data["drills"][0]["verdict"] == "PASS", hls_data["drills"][0]
+    assert "play again within 2 target durations" in reports["ll-hls"].html_path.read_text()
