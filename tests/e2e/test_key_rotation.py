@@ -134,7 +134,9 @@ def test_players_play_across_key_rotations(tmp_path: Path, scheme: str) -> None:
                     results[query] = {k: stats.get(k) for k in ("playing", "stalls", "stallMs", "errors", "framesDecoded")}
                     results[query]["played_s"] = round(stats["currentTime"] - start["currentTime"], 1)
                     assert stats["playing"] and not stats["errors"], (query, json.dumps(stats))
-                    assert stats["currentTime"] - start["currentTime"] >= PLAY_S - 2, (query, results[query])
+                    # dash.js and Shaka steer latency with the playback rate (0.8x-1.04x), so
+                    # 22 s of wall time may hold ~17.6 s of media: still >= 4 key periods.
+                    assert stats["currentTime"] - start["currentTime"] >= 0.75 * PLAY_S, (query, results[query])
                     assert stats["stalls"] == start["stalls"], (query, results[query])
                 finally:
                     page.close()
