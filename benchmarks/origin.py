@@ -2,6 +2,7 @@
 
     python -m benchmarks.origin                 # (a) and (b), prints markdown tables
     python -m benchmarks.origin --reps 5 --profile  # + py-spy of the origin at the largest fan-out
+    python -m benchmarks.origin --workers 1,2 --scale-workers 1,2   # + origin.workers
 
 (a) Requests/s for a ~2 KB live playlist and a 30 KB part. Our origin (one process,
 ``benchmarks.origin_server``: store filled once, granian embedded) and Debian's nginx
@@ -22,6 +23,12 @@ runs the fan-out for the origin as it is (``current``) and with the ``_race`` fi
 docs/benchmarks.md (``proposed``, a subclass in ``benchmarks.origin_server``), and
 reports the origin's CPU per response, which contention on the shared core does not
 inflate the way it inflates wall-clock figures.
+
+``--loop`` picks the origin's event loop (``uvloop``, as ``flowcast up`` runs, or the stdlib
+``asyncio``). ``--workers 1,2`` runs (b) with that many origin processes (``origin.workers``:
+the main one on ``--server-core``, workers on ``--worker-cores``). (c) ``--scale-workers
+1,2``: requests/s for the playlist with 1 and 2 origin processes, wrk on both cores, so the
+whole machine is under load and the gain of a second process shows.
 
 Every load loop is bounded (wrk ``-d``, a fixed number of publishes, timeouts on every
 wait) and only 127.0.0.1 is used. The load average is printed next to every figure: the
@@ -69,8 +76,10 @@ def loadavg() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def pin(core: int):  # noqa: ANN201 - a preexec_fn
-    return lambda: os.sched_setaffinity(0, {core})
+def pin(core: int | None):  # noqa: ANN201 - a preexec_fn
+    """Pin to one core; None: every core of the machine."""
+    cores = {core} if core is not None else set(range(os.cpu_count() or 1))
+    return lambda: os.sched_setaffinity(0, cores)
 
 
 def free_port() -> int:
@@ -111,11 +120,14 @@ def cpu_pressure() -> str:
 class Origin:
     """``benchmarks.origin_server`` as a child process, driven over its stdin/stdout."""
 
-    def __init__(self, mode: str, core: int, tmp: Path, app: str = "current") -> None:
+    def __init__(self, mode: str, core: int, tmp: Path, app: str = "current", workers: int = 1,
+                 worker_cores: str = "1", loop: str = "uvloop") -> None:
         self.port = free_port()
+        self.workers = workers
         self.proc = subprocess.Popen(
             [PY, "-m", "benchmarks.origin_server", "--mode", mode, "--core", str(core), "--port", str(self.port),
-             "--tmp", str(tmp), "--app", app],
+             "--tmp", str(tmp), "--app", app, "--workers", str(workers), "--worker-cores", worker_cores,
+             "--loop", loop],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"},
         )
@@ -284,7 +296,7 @@ def wrk(url: str, core: int, threads: int, conns: int, seconds: float, pid: int 
 
 
 def requests_per_second(args: argparse.Namespace, tmp: Path) -> list[dict]:
-    origin = Origin("static", args.server_core, tmp / "origin", args.app)
+    origin = Origin("static", args.server_core, tmp / "origin", args.app, loop=args.loop)
     nginx = Nginx(args.server_core, tmp / "nginx")
     rows = []
     try:
@@ -325,6 +337,38 @@ def requests_per_second(args: argparse.Namespace, tmp: Path) -> list[dict]:
     return rows
 
 
+def scale_out(args: argparse.Namespace, tmp: Path) -> list[dict]:
+    """(c) origin.workers: requests/s for the playlist with 1 and 2 origin processes (main on
+    core 0, the worker on core 1) and wrk on both cores, the whole machine under load."""
+    rows = []
+    counts = [int(w) for w in args.scale_workers.split(",")]
+    origins = {w: Origin("static", args.server_core, tmp / f"scale{w}", args.app, w, str(args.client_core), args.loop)
+               for w in counts}
+    try:
+        path = f"/live/{PLAYLIST_PATH}"
+        results: dict[int, list[float]] = defaultdict(list)
+        loads: list[str] = []
+        for o in origins.values():
+            wrk(o.url + path, None, 2, args.wrk_conns * 2, 2)  # warm-up
+        for rep in range(args.reps):
+            for w, o in origins.items():
+                la = loadavg()
+                rps, bad, _ = wrk(o.url + path, None, 2, args.wrk_conns * 2, args.wrk_seconds, o.proc.pid)
+                results[w].append(rps)
+                loads.append(la)
+                print(f"  (c) {w} process(es) rep {rep + 1}: {rps:9.0f} req/s non-2xx {bad} load {la}",
+                      file=sys.stderr, flush=True)
+        base = statistics.median(results[counts[0]])
+        for w in counts:
+            med = statistics.median(results[w])
+            rows.append({"workers": w, "rps": med, "gain": med / base, "runs": results[w],
+                         "load": f"{loads[0]} .. {loads[-1]}"})
+    finally:
+        for o in origins.values():
+            o.stop()
+    return rows
+
+
 # -- (b) blocking-reload fan-out -----------------------------------------------------------
 
 
@@ -336,7 +380,8 @@ def _waiting(url: str) -> float:
 
 def fanout(args: argparse.Namespace, tmp: Path, viewers: int, profile: bool = False) -> dict:
     (tmp / f"fan{viewers}").mkdir(parents=True, exist_ok=True)
-    origin = Origin("fanout", args.server_core, tmp / f"fan{viewers}", args.app)
+    origin = Origin("fanout", args.server_core, tmp / f"fan{viewers}", args.app, args.workers, args.worker_cores,
+                    args.loop)
     procs: list[subprocess.Popen] = []
     outs = []
     spy = None
@@ -358,10 +403,14 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, profile: bool = Fa
             if not line or line[0] != "ready":
                 raise RuntimeError(f"viewer process failed: {line}")
         deadline = time.monotonic() + 30
-        while (held := _waiting(origin.url)) < viewers:
+        # /metrics is the main process's: with workers it sees its own share of the viewers.
+        expect = viewers if args.workers == 1 else viewers // (2 * args.workers)
+        while (held := _waiting(origin.url)) < expect:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {held:.0f} of {viewers} viewers held a blocking request")
             time.sleep(0.1)
+        if args.workers > 1:
+            time.sleep(2.0)
         total = args.warmup + args.publishes
         if profile:
             spy = subprocess.Popen(
@@ -372,7 +421,7 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, profile: bool = Fa
             time.sleep(1.0)
         la = loadavg()
         psi = cpu_pressure()
-        cpu0 = cpu_seconds(origin.proc.pid)
+        cpu0 = tree_cpu_seconds(origin.proc.pid)
         t0 = time.monotonic()
         origin.send(f"go {total}")
         pubs: dict[int, float] = {}
@@ -385,7 +434,7 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, profile: bool = Fa
             lates.append(float(line[3]))
         time.sleep(1.0)  # let the last part's responses land
         wall = time.monotonic() - t0
-        origin_cpu = cpu_seconds(origin.proc.pid) - cpu0
+        origin_cpu = tree_cpu_seconds(origin.proc.pid) - cpu0
         errors = timeouts = 0
         viewer_cpu = 0.0
         for p in procs:
@@ -493,7 +542,12 @@ def main() -> None:
                         help="comma list of current, proposed (the _race fix described in docs/benchmarks.md), "
                              "no-disconnect-watch (experiment); (a) uses the first, (b) runs each")
     parser.add_argument("--fanout-reps", type=int, default=2)
+    parser.add_argument("--workers", default="1", help="origin processes, e.g. 1,2 (origin.workers)")
+    parser.add_argument("--worker-cores", default="1", help="cores for the worker processes")
     parser.add_argument("--skip-rps", action="store_true")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the origin's event loop (flowcast up runs on uvloop)")
+    parser.add_argument("--scale-workers", default="", help="(c): e.g. 1,2 - requests/s by origin processes")
     parser.add_argument("--skip-fanout", action="store_true")
     parser.add_argument("--profile", action="store_true", help="py-spy the origin in an extra run at the largest N")
     parser.add_argument("--profile-out", default="/tmp/flowcast-origin-profile.txt",
@@ -504,13 +558,15 @@ def main() -> None:
         if a not in ("current", "proposed", "no-disconnect-watch"):
             parser.error(f"unknown --app {a}")
     args.app = apps[0]
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    args.workers = worker_counts[0]
     os.sched_setaffinity(0, {args.client_core})
 
     import granian
 
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}")
     print(f"versions: {version([NGINX, '-v'])}, granian {granian.__version__}, {version(['wrk', '-v'])}")
-    print(f"origin apps: {','.join(apps)}; server core {args.server_core}, client core {args.client_core}; "
+    print(f"origin apps: {','.join(apps)} on {args.loop}; server core {args.server_core}, client core {args.client_core}; "
           f"load average at start {loadavg()}\n")
     with tempfile.TemporaryDirectory(prefix="flowcast-origin-bench-") as d:
         tmp = Path(d)
@@ -530,21 +586,33 @@ def main() -> None:
                       f"| {r['cpu_f']:.0f} / {r['cpu_n']:.0f} ({r['cpu_f'] / r['cpu_n']:.2f}) "
                       f"| {runs_f} | {runs_n} | {r['load']} |")
             print()
+        if args.scale_workers:
+            rows = scale_out(args, tmp)
+            print(f"(c) origin.workers: playlist requests/s, wrk -t2 -c{args.wrk_conns * 2} -d{args.wrk_seconds:g}s on "
+                  f"both cores, {args.reps} runs each (median); main process on core {args.server_core}, "
+                  f"worker on core {args.client_core}\n")
+            print("| origin processes | req/s | gain | runs | load avg (first .. last run) |")
+            print("|---|---|---|---|---|")
+            for r in rows:
+                runs = " ".join(f"{x:.0f}" for x in r["runs"])
+                print(f"| {r['workers']} | {r['rps']:.0f} | {r['gain']:.2f}x | {runs} | {r['load']} |")
+            print()
         if not args.skip_fanout:
             results = []
             for rep in range(args.fanout_reps):
                 for n in (int(x) for x in args.viewers.split(",")):
                     for app in apps:
-                        args.app = app
-                        res = fanout(args, tmp / f"{app}{rep}", n)
-                        res["app"] = app
-                        results.append(res)
-                        print(f"  (b) {app} {n} viewers: last served p50 {res['last_p50']:.0f} ms "
-                              f"p99 {res['last_p99']:.0f} ms, every part {res['every_part']:.1%}, "
-                              f"{res['us_per_response']:.0f} us/response, origin cpu {res['origin_cpu']:.0%}, "
-                              f"load {res['load']}", file=sys.stderr, flush=True)
+                        for w in worker_counts:
+                            args.app, args.workers = app, w
+                            res = fanout(args, tmp / f"{app}{w}w{rep}", n)
+                            res["app"], res["workers"] = app, w
+                            results.append(res)
+                            print(f"  (b) {app} x{w} {n} viewers: last served p50 {res['last_p50']:.0f} ms "
+                                  f"p99 {res['last_p99']:.0f} ms, every part {res['every_part']:.1%}, "
+                                  f"{res['us_per_response']:.0f} us/response, origin cpu {res['origin_cpu']:.0%}, "
+                                  f"load {res['load']}", file=sys.stderr, flush=True)
             args.app = apps[0]
-            results.sort(key=lambda r: (apps.index(r["app"]), r["viewers"]))
+            results.sort(key=lambda r: (apps.index(r["app"]), r["workers"], r["viewers"]))
             print(f"blocking reload, a part every 200 ms, {args.publishes} publishes measured after "
                   f"{args.warmup} warm-up, viewers in {args.viewer_procs} processes, {args.fanout_reps} runs "
                   "per row (one line each); last-served percentiles over the publishes that at least one viewer got "
@@ -555,7 +623,7 @@ def main() -> None:
                   "| projected ms on a dedicated core (viewers x µs) | viewer CPU | load avg | CPU PSI some avg10 |")
             print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             for r in results:
-                print(f"| {r['app']} | {r['viewers']} | {r['last_p50']:.0f} | {r['last_p99']:.0f} | {r['last_max']:.0f} "
+                print(f"| {r['app']}, {r['workers']} process{'es' if r['workers'] > 1 else ''} | {r['viewers']} | {r['last_p50']:.0f} | {r['last_p99']:.0f} | {r['last_max']:.0f} "
                       f"| {r['median_viewer_p50']:.0f} | {r['every_part']:.1%} | {r['pairs_served']:.1%} "
                       f"| {r['unserved_publishes']} "
                       f"| {r['errors']}/{r['timeouts']} | {r['origin_cpu']:.0%} | {r['us_per_response']:.0f} "

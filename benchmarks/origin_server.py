@@ -218,6 +218,19 @@ async def _run(args: argparse.Namespace) -> None:
         _publish(store, index)
 
     handle = await serve(app, "127.0.0.1", args.port, backlog=args.backlog)
+    pool = None
+    if args.workers > 1:
+        # origin.workers: the other processes share the port and serve from replicas.
+        from flowcast.config import FlowcastConfig
+        from flowcast.origin.workers import WorkerPool, worker_hello
+
+        cfg = FlowcastConfig.model_validate({"origin": {"port": args.port}, "telemetry": {"enabled": False}})
+        pool = WorkerPool(args.workers - 1, store, app, worker_hello(cfg.model_dump_json(), None, None))
+        await pool.start()
+        for k, pid in enumerate(pool.pids):
+            core = args.worker_cores[k % len(args.worker_cores)]
+            for tid in os.listdir(f"/proc/{pid}/task"):  # every thread: granian's run in Rust
+                os.sched_setaffinity(int(tid), {core})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -242,6 +255,8 @@ async def _run(args: argparse.Namespace) -> None:
                     print(f"pub {index} {t:.6f} {loop.time() - (start + k * period):.6f}", flush=True)
                 print("done", flush=True)
     finally:
+        if pool is not None:
+            await pool.stop()
         await handle.stop()
 
 
@@ -252,6 +267,10 @@ def main() -> None:
     parser.add_argument("--mode", choices=("static", "fanout"), default="static")
     parser.add_argument("--backlog", type=int, default=4096)
     parser.add_argument("--tmp", default="/tmp")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--workers", type=int, default=1, help="origin processes sharing the port (origin.workers)")
+    parser.add_argument("--worker-cores", type=lambda v: [int(c) for c in v.split(",")], default=[1],
+                        help="cores for the worker processes (round robin)")
     parser.add_argument("--app", choices=("current", "proposed", "no-disconnect-watch"), default="current",
                         help="proposed: OriginApp with the _race fix of docs/benchmarks.md")
     args = parser.parse_args()
@@ -259,7 +278,12 @@ def main() -> None:
     os.sched_setaffinity(0, {args.core})
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(_run(args))
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_run(args))
+    else:
+        asyncio.run(_run(args))
     # granian's runtime threads can panic ("cannot unwind") if they are still around
     # while the interpreter finalizes; the server has stopped, so leave at once.
     sys.stdout.flush()

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import uvloop
+
 from flowcast.config import ConfigError, FlowcastConfig, load_config, parse_config
 
 log = logging.getLogger("flowcast")
@@ -33,6 +35,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("origin", {})["host"] = args.host
     if args.port is not None:
         out.setdefault("origin", {})["port"] = args.port
+    if getattr(args, "workers", None) is not None:
+        out.setdefault("origin", {})["workers"] = args.workers
     if args.encoder is not None:
         out["encoder"] = args.encoder
     if args.stream is not None:
@@ -74,7 +78,9 @@ def _up(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     try:
-        asyncio.run(run_forever(config))
+        # uvloop: the origin's per-response CPU is about 40 % lower than on the stdlib loop
+        # (docs/benchmarks.md, origin capacity), and everything else runs on it unchanged.
+        uvloop.run(run_forever(config))
     except StackError as exc:
         log.error("%s", exc)
         return 2
@@ -436,6 +442,7 @@ def make_parser() -> argparse.ArgumentParser:
     up.add_argument("--stream", help="stream name in URLs (default: live)")
     up.add_argument("--host", help="listen address (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    up.add_argument("--workers", type=int, help="origin processes sharing the port (default 1)")
     up.add_argument("--data-dir", type=Path)
     up.add_argument("--require-token", action="store_true", help="signed URLs on every media request")
     up.add_argument("--tls", choices=["self-signed"], help="serve HTTPS with a development certificate")

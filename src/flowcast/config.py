@@ -296,6 +296,9 @@ class FlowcastConfig(BaseModel):
             # The variant sequence is chosen from the token's session id: without signed
             # tokens anyone could pick (or forge) the session a capture accuses.
             raise ValueError(f"{field} needs protection.require_token: true (the session id comes from the token)")
+        if self.origin.workers > 1:
+            # Variant B lives in a second store that the worker replicas do not carry yet.
+            raise ValueError(f"origin.workers: {field} is served by one origin process; set origin.workers: 1")
         return self
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from flowcast.media.boxes import find_box, iter_boxes
+from flowcast.media.cmaf import write_chunk
 from flowcast.package import dash, hls
 from flowcast.package.m3u8 import parse_media_playlist
 from flowcast.package.model import Part, Segment
@@ -18,6 +19,8 @@ from flowcast.protect.keystore import KeyStore, KeyStoreError, LocalMasterKey
 from flowcast.protect.pssh import COMMON_SYSTEM_ID, PLAYREADY_SYSTEM_ID, WIDEVINE_SYSTEM_ID, find_pssh, parse_pssh, pssh_box
 from flowcast.protect.rotation import CpixKeys, KeyRotation, KeySchedule, StoreKeys
 from flowcast.protect.signalling import dash_content_protection, hls_key_tags, kid_uuid
+
+from _protmedia import framemd5
 
 DATA = Path(__file__).parent / "data" / "cpix"
 MPD = "{urn:mpeg:dash:schema:mpd:2011}"
@@ -225,6 +228,52 @@ def test_period_init_segments_and_seig_fragments(tmp_path: Path, media) -> None:
     plain.encrypt_init(init.data)
     chunk = plain.encrypt_chunk(1, track.track_id, samples[:3], 0)
     assert b"sbgp" not in chunk and b"seig" not in chunk
+
+
+@pytest.mark.parametrize("scheme", ["cbcs", "cenc"])
+@pytest.mark.parametrize("name", ["h264", "aac"])
+def test_each_key_period_decrypts_to_the_clear_frames(tmp_path: Path, media, name: str, scheme: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 3's acceptance with rotation on: FFmpeg decrypts each period (its own init
+    segment and key) to frames identical (framemd5) to the clear encode's; the other
+    period's key does not."""
+    ks, store = _schedule(tmp_path, scheme)
+    init, samples = media.read(name)
+    track = init.tracks[0]
+    clear, err = framemd5(media.path(name))
+    assert not err and len(clear) == len(samples)
+    half = len(samples) // 2
+    if name == "h264":
+        assert samples[half].is_sync  # -g 30: the second period starts on an IDR
+    periods = {500: samples[:half], 501: samples[half:]}
+    data = {}
+    for p, own in periods.items():
+        enc = ks.encryptor(p, kind="video" if name == "h264" else "audio", track=track)
+        chunks = [enc.encrypt_init(init.data)]
+        for seq, i in enumerate(range(0, len(own), 5), start=1):
+            chunks.append(enc.encrypt_chunk(seq, track.track_id, own[i : i + 5], own[i].decode_time))
+        data[p] = b"".join(chunks)
+    key = {p: store.key_for("live", p).key for p in periods}
+    assert key[500] != key[501]
+    md5 = [line.rsplit(",", 1)[1].strip() for line in clear]
+    got = {}
+    for p in periods:
+        lines, err = framemd5(data[p], key[p])
+        assert err == "", err[-400:]
+        got[p] = [line.rsplit(",", 1)[1].strip() for line in lines]
+    if name == "aac":
+        # AAC decoding carries state across frames (priming, MDCT overlap): a period decoded
+        # on its own matches the same samples packaged in the clear, period by period.
+        for p, own in periods.items():
+            plain = init.data + b"".join(
+                write_chunk(seq, track.track_id, own[i : i + 5], own[i].decode_time)
+                for seq, i in enumerate(range(0, len(own), 5), start=1)
+            )
+            ref, err = framemd5(plain)
+            assert not err and got[p] == [line.rsplit(",", 1)[1].strip() for line in ref]
+    else:
+        assert got[500] == md5[:half] and got[501] == md5[half:]
+    wrong, _ = framemd5(data[501], key[500])
+    assert [line.rsplit(",", 1)[1].strip() for line in wrong] != got[501]
 
 
 # -- CPIX keys ---------------------------------------------------------------------------

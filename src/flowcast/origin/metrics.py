@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,6 +23,7 @@ class OriginMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "flowcast_origin_requests",
             "HTTP requests answered by the origin",
@@ -76,9 +79,28 @@ class OriginMetrics:
         self.publish_lag.labels(rendition).observe(max(lag_s, 0.0))
 
     def observe(self, resource: str, status: int, nbytes: int) -> None:
-        self.requests.labels(resource, str(status)).inc()
+        # Once per response: the labelled children are looked up once, not per request.
+        children = self._children.get((resource, status))
+        if children is None:
+            children = self._children[(resource, status)] = (
+                self.requests.labels(resource, str(status)), self.bytes.labels(resource)
+            )
+        children[0].inc()
+        if nbytes:
+            children[1].inc(nbytes)
+
+    def observe_many(self, resource: str, status: int, count: int, nbytes: int) -> None:
+        """Requests answered elsewhere (an origin worker process), added in one step."""
+        self.requests.labels(resource, str(status)).inc(count)
         if nbytes:
             self.bytes.labels(resource).inc(nbytes)
+
+    def bind_workers(self, pool: object) -> None:
+        """origin.workers: how many worker processes serve, and how often one was replaced."""
+        Gauge("flowcast_origin_workers", "Origin worker processes serving beside the main one",
+              registry=self.registry).set_function(lambda: len(getattr(pool, "workers", {})))
+        Gauge("flowcast_origin_worker_restarts", "Origin worker processes replaced since start-up",
+              registry=self.registry).set_function(lambda: getattr(pool, "restarts", 0))
 
     def waiting_now(self, resource: str | None = None) -> float:
         """Current number of held requests (all resources when ``resource`` is None)."""

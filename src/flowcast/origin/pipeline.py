@@ -522,10 +522,11 @@ class LivePipeline:
         )
         a = self.renditions[AUDIO]
         audio = dash.DashRepresentation(id=AUDIO, track=a.track, bandwidth=a.bandwidth)  # type: ignore[arg-type]
-        # Key rotation makes a Period per key period; dash.js 5.2 and Shaka 5.2 in chunked
-        # (low-latency) mode drop the tail of each Period's last segment (it is still being
-        # produced when they switch Periods) and stall at every boundary, so a rotating
-        # stream's MPD is regular DASH (whole segments). HLS stays low-latency.
+        # Key rotation makes a Period per key period. In chunked (low-latency) mode dash.js 5.2
+        # marks a Period "buffering completed" once the first chunk of its last segment is
+        # appended, preloads the next Period into the same SourceBuffers, and loses the last
+        # chunk(s) of that segment: a 0.5-1 s gap at every rotation (measured; Shaka too). So
+        # a rotating stream's MPD is regular DASH (whole segments); HLS stays low-latency.
         low_latency = self.part_target is not None and not (self.keys is not None and self.keys.rotates)
         protection = dash_content_protection(self.key_signal) if self.key_signal is not None else ()
         audio_protection = protection
@@ -557,6 +558,10 @@ class LivePipeline:
             time_shift_buffer_depth=window,
             part_duration=self.part_target if low_latency else None,
             latency=dash.LatencyTarget(target_ms=1500, min_ms=1000, max_ms=3000) if low_latency else None,
+            # Whole-segment live DASH: start three segments behind the edge (DASH-IF IOP 4.3
+            # suggests an SPD of a few segments); Shaka's default, 1.5 x minBufferTime, starts
+            # with one segment buffered and ran dry once at a Period switch under load.
+            suggested_presentation_delay=None if low_latency else min(3 * self.segment_duration, max(window - self.segment_duration, self.segment_duration)),
             content_protection=protection,
             audio_content_protection=audio_protection,
             base_urls=tuple((p.base, p.id) for p in self.pathways),

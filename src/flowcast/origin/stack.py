@@ -26,6 +26,7 @@ from flowcast.origin.telemetry_routes import TelemetryService
 from flowcast.origin.chaos import ChaosControl
 from flowcast.origin.tracing import OriginTracing, TracingError, resolve_endpoint
 from flowcast.origin.tls import self_signed
+from flowcast.origin.workers import WorkerError, WorkerPool, worker_hello
 from flowcast.protect.cpix import CpixError, parse_cpix
 from flowcast.protect.devsecret import dev_secret_file
 from flowcast.protect.keystore import KeyStore, MasterKeyMissing, load_master_key
@@ -253,6 +254,7 @@ class LiveStack:
             self.app.mount(WHEP_PREFIX, self.webrtc.whep.mounted, max_body=WHEP_MAX_BODY)
         self.supervisor: EncoderSupervisor | None = None
         self.server: ServerHandle | None = None
+        self.workers: WorkerPool | None = None  # origin.workers > 1: the other processes
         self.whip: WhipEndpoint | None = None  # when the input is "whip"
         self.whip_token: str | None = None
 
@@ -283,6 +285,21 @@ class LiveStack:
             self.server = await serve(self.app, origin.host, origin.port, ssl_cert=cert, ssl_key=key)
         except OSError as exc:
             raise StackError(f"cannot listen on {origin.host}:{origin.port}: {exc.strerror}") from None
+        if origin.workers > 1:
+            self.workers = WorkerPool(
+                origin.workers - 1,
+                self.store,
+                self.app,
+                worker_hello(self.config.model_dump_json(), cert, key),
+                record_access=self.telemetry.record_access if self.telemetry is not None else None,
+                metrics=self.metrics,
+            )
+            try:
+                await self.workers.start()
+            except WorkerError as exc:
+                await self.workers.stop()
+                await self.server.stop()
+                raise StackError(f"origin.workers: {exc}") from None
         if self.telemetry is not None:
             self.telemetry.start()
         if self.webrtc is not None:
@@ -340,6 +357,8 @@ class LiveStack:
             await self.supervisor.stop()
         if self.webrtc is not None:
             await self.webrtc.stop()  # viewers closed before the origin goes
+        if self.workers is not None:
+            await self.workers.stop()
         if self.server is not None:
             await self.server.stop()
         if self.telemetry is not None:

@@ -12,6 +12,11 @@ single publish wakes:
 
 Everything runs on one event loop (the packager's); the methods are not thread-safe.
 
+Replication: ``replicate_to(send)`` hands every applied publish to ``send`` as a journal
+entry (a tuple of plain values), and ``snapshot()`` gives the entries that rebuild the
+current state; ``apply(entry)`` replays one on another store. Origin worker processes
+(origin/workers.py) serve from such replicas.
+
 Chaos: ``hold_publication(seconds)`` withholds every publish (parts, segments, playlists,
 manifests, removals, hints) for that long, then applies them all at once, in order, so
 players see the origin stall exactly as if the packager had stopped (origin/chaos.py).
@@ -25,11 +30,13 @@ import gzip
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
 __all__ = [
     "Growing",
+    "JournalEntry",
     "MediaStore",
     "Playlist",
     "PlaylistGone",
@@ -65,6 +72,11 @@ class PlaylistGone(Exception):
 _GZIP_LEVEL = 6
 
 _versions = itertools.count(1)
+
+# One applied publish, as plain values (str, bytes, numbers, bool, None): the method name,
+# the path, then that method's arguments (MediaStore.apply). The hold entries carry their
+# number of seconds (or None) in the path position.
+JournalEntry = tuple
 
 
 def _gzip(data: bytes) -> bytes:
@@ -252,6 +264,72 @@ class MediaStore:
         self._held: list[tuple[str, tuple[object, ...], dict[str, object]]] | None = None
         self._hold_until = 0.0
         self._hold_timer: asyncio.TimerHandle | None = None
+        # Replicas (origin/workers.py): each gets every publish as it is applied.
+        self._replicas: list[Callable[[JournalEntry], None]] = []
+
+    # -- replication ---------------------------------------------------------------------
+
+    def replicate_to(self, send: Callable[[JournalEntry], None]) -> Callable[[], None]:
+        """Call ``send(entry)`` with every publish from now on, in order, as it is applied
+        (a publish withheld by a hold reaches replicas when the hold ends). Returns the
+        function that stops it."""
+        self._replicas.append(send)
+
+        def stop() -> None:
+            if send in self._replicas:
+                self._replicas.remove(send)
+
+        return stop
+
+    def _replicate(self, entry: JournalEntry) -> None:
+        for send in self._replicas:
+            send(entry)
+
+    def snapshot(self) -> list[JournalEntry]:
+        """Journal entries that rebuild this store's current state on an empty one:
+        objects, growing segments so far, the newest rendering of each playlist, and the
+        announcements (preload hints) still pending with their remaining bound."""
+        now = asyncio.get_running_loop().time()
+        out: list[JournalEntry] = []
+        # Media before the playlists that list it, as the packager publishes.
+        for path, obj in self._objects.items():
+            out.append(("put", path, obj.data, obj.kind.value))
+        for path, growing in self._growing.items():
+            out.append(("begin", path, growing.kind.value))
+            out.extend(("append", path, chunk) for chunk in growing.chunks)
+        for path, pl in self._playlists.items():
+            out.append(("put_playlist", path, pl.full, pl.delta, pl.msn, pl.part, pl.target_duration,
+                        pl.part_target, pl.ended, pl.complete_msn))
+        for path, exp in self._expected.items():
+            if exp.deadline > now:
+                out.append(("expect", path, exp.kind.value, exp.deadline - now))
+        if self._held is not None:
+            out.append(("hold_publication", max(0.001, self._hold_until - now)))
+        return out
+
+    def apply(self, entry: JournalEntry) -> None:
+        """Replay one journal entry (from ``replicate_to`` or ``snapshot``)."""
+        name, path, *args = entry
+        if name == "put":
+            self.put(path, args[0], args[1])
+        elif name == "put_playlist":
+            full, delta, msn, part, td, pt, ended, complete = args
+            self.put_playlist(path, full=full, delta=delta, msn=msn, part=part, target_duration=td,
+                              part_target=pt, ended=ended, complete_msn=complete)
+        elif name == "expect":
+            self.expect(path, args[0], hold=args[1])
+        elif name == "begin":
+            self.begin(path, args[0])
+        elif name == "append":
+            self.append(path, args[0])
+        elif name in ("finish", "remove"):
+            getattr(self, name)(path)
+        elif name == "hold_publication":
+            self.hold_publication(path)
+        elif name == "release_publication":
+            self.release_publication()
+        else:
+            raise ValueError(f"unknown journal entry {name!r}")
 
     # -- publication hold ----------------------------------------------------------------
 
@@ -277,6 +355,7 @@ class MediaStore:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
         self._hold_timer = loop.call_at(until, self.release_publication)
+        self._replicate(("hold_publication", seconds))
         return until
 
     @property
@@ -289,6 +368,8 @@ class MediaStore:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
+        if held is not None:
+            self._replicate(("release_publication", None))  # before the publishes it releases
         if not held:
             return 0
         published: set[object] = set()
@@ -344,6 +425,7 @@ class MediaStore:
             growing._fire()
         self._expected.pop(path, None)
         self._fire_object(path)
+        self._replicate(("put", path, data, kind.value))
 
     def put_manifest(self, path: str, data: bytes) -> None:
         """Publish master.m3u8 / manifest.mpd (gzipped once here)."""
@@ -365,6 +447,7 @@ class MediaStore:
             if waiters is not None:
                 waiters.release_all()
         self._fire_object(path)
+        self._replicate(("remove", path))
 
     def expect(self, path: str, kind: ResourceKind | str, *, hold: float | None = None) -> None:
         """Announce that ``path`` is about to exist: requests for it are held until it does.
@@ -388,6 +471,7 @@ class MediaStore:
             else:
                 hold = self.hold_timeout
         self._expected[path] = _Expectation(kind, loop.time() + hold)
+        self._replicate(("expect", path, kind.value, hold))
 
     def begin(self, path: str, kind: ResourceKind | str = ResourceKind.SEGMENT) -> None:
         """Start a growing object (an in-progress CMAF segment)."""
@@ -403,6 +487,7 @@ class MediaStore:
         self._growing[path] = Growing(kind=kind)
         self._expected.pop(path, None)
         self._fire_object(path)
+        self._replicate(("begin", path, kind.value))
 
     def append(self, path: str, chunk: bytes) -> None:
         """Add a CMAF chunk to a growing object; wakes its readers."""
@@ -414,6 +499,7 @@ class MediaStore:
         if chunk:
             growing.chunks.append(chunk)
             growing._fire()
+            self._replicate(("append", path, chunk))
 
     def finish(self, path: str) -> None:
         """Complete a growing object: it becomes an immutable object of the same path."""
@@ -430,6 +516,7 @@ class MediaStore:
             last_modified=_http_date(time.time()),
         )
         self._fire_object(path)
+        self._replicate(("finish", path))
 
     def put_playlist(
         self,
@@ -488,6 +575,7 @@ class MediaStore:
                 waiters.release(pl)
             if not waiters.events:
                 del self._playlist_waiters[path]
+        self._replicate(("put_playlist", path, full, delta, msn, part, target_duration, part_target, ended, complete_msn))
 
     # -- reading ---------------------------------------------------------------------
 

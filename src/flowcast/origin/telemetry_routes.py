@@ -61,7 +61,7 @@ CONSENT_LANGUAGES: Final = ("en", "pt-BR")
 # The purposes the banner asks for (consent.js): QoE measurement only (Art. 8 par. 4:
 # generic consent is void, so an unknown purpose is refused rather than stored).
 CONSENT_PURPOSES: Final = ("qoe_analytics",)
-_CMCD_HEADERS: Final = ("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session")
+CMCD_HEADERS: Final = ("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session")
 _JSON_HEADERS: Final = [
     ("content-type", "application/json"),
     ("cache-control", "no-store"),
@@ -374,7 +374,7 @@ class TelemetryService:
             self.metrics.dropped.inc()
             return
         headers: tuple[tuple[str, str], ...] = ()
-        for name in _CMCD_HEADERS:
+        for name in CMCD_HEADERS:
             v = scope_headers.get(name)
             if v:
                 headers += ((name, v),)
