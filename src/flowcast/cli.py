@@ -174,15 +174,17 @@ def _qoe_report(args: argparse.Namespace) -> int:
         print(f"flowcast: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2
     if args.data_dir is not None:
-        from flowcast.telemetry.qoe import qoe_aggregates
+        from flowcast.telemetry.qoe import qoe_aggregates, turn_relay
         from flowcast.telemetry.store import EmbeddedStore
 
         with EmbeddedStore(args.data_dir / "telemetry") as store:
             end = time.time()
             rows = [r.as_dict() for r in qoe_aggregates(store, end - since, end, by)]
+            infra = turn_relay(store, end - since, end, by)
     else:
         qs = urllib.parse.urlencode({"since": args.since, "by": ",".join(by)})
-        rows = _admin_request(f"{args.url.rstrip('/')}/qoe/v1/report?{qs}")["rows"]
+        doc = _admin_request(f"{args.url.rstrip('/')}/qoe/v1/report?{qs}")
+        rows, infra = doc["rows"], doc.get("infra", [])
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -195,6 +197,10 @@ def _qoe_report(args: argparse.Namespace) -> int:
             _fmt(r["latency_p95_ms"]), _fmt(r["avg_bitrate_kbps"]), _fmt(r["error_rate"], 3),
         ]
         print("\t".join(group + vals))
+    for r in infra:  # WebRTC sessions only
+        group = [str(r["group"].get(g, "")) for g in by] or ["all"]
+        print("\t".join(group) + f"\tturn_relay_ratio {r['turn_relay_ratio']:.3f} over "
+              f"{r['webrtc_play_time_ms'] / 60_000:.1f} WebRTC play-minutes")
     return 0
 
 

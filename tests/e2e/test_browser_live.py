@@ -65,6 +65,23 @@ def test_shaka_plays(browser, live: LiveProcess, src: str) -> None:
     assert stats["latencySource"] == "timecode"
 
 
+def test_shaka_starts_a_young_ll_hls_stream(browser, tmp_path) -> None:
+    """Opened as soon as the stream is announced, when the in-progress segment has only
+    parts and a preload hint: Shaka 5.2 used to probe that segment for captions (it has no
+    URI yet) and fail to load; CLOSED-CAPTIONS=NONE in the multivariant playlist stops it."""
+    live = LiveProcess(tmp_path)
+    try:
+        live.wait_ready(timeout=40)
+        page = open_player(browser, live.url("/?player=shaka&src=/live/live/master.m3u8"))
+        try:
+            stats = wait_playing(page, timeout=25)
+            assert not stats["errors"], stats["errors"]
+        finally:
+            page.close()
+    finally:
+        live.stop()
+
+
 @pytest.mark.parametrize("player", ["hls", "dash"])
 def test_playback_survives_encoder_restart(browser, tmp_path, player: str) -> None:
     """Kill FFmpeg mid-play: the supervisor restarts it, the playlist gets a discontinuity

@@ -11,6 +11,7 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.browser import chromium_available, launch_chromium, open_player, read_stats, wait_playing
@@ -24,6 +25,7 @@ pytestmark = [
 ]
 
 PLAY_SECONDS = 10
+ADMIN_TOKEN = "whep-test-admin-token"
 WARMUP_MS = 2000
 # One small HLS rung keeps the CPU for the WebRTC rendition (720p30) on a shared machine.
 CONFIG = """
@@ -119,18 +121,30 @@ def test_chromium_plays_whep_under_500ms(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("turnserver") is None, reason="coturn is installed by `make test`")
-def test_relay_only_through_coturn(tmp_path: Path) -> None:
-    live = _start(tmp_path, "--turn")
+def test_relay_only_through_coturn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWCAST_TELEMETRY_ADMIN_TOKEN", ADMIN_TOKEN)
+    live = _start(tmp_path, "--turn", telemetry=True)
     try:
         deadline = time.monotonic() + 15
         while "coturn relaying on 127.0.0.1" not in live.log():  # started right after the origin
             assert time.monotonic() < deadline, live.log()
             time.sleep(0.2)
         pidfile = tmp_path / "data" / "coturn" / "turnserver.pid"
-        stats = _play(live, "consent=no&relay=1")
+        stats = _play(live, "consent=yes&relay=1")
         turn_pid = int(pidfile.read_text().strip()) if pidfile.exists() else None
+        # The heartbeats carried turn_relay_ratio; the QoE report weighs it by play time.
+        infra: list = []
+        deadline = time.monotonic() + 10
+        while not infra and time.monotonic() < deadline:
+            r = httpx.get(live.url("/qoe/v1/report"), params={"since": "1h", "by": "protocol"},
+                          headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+            assert r.status_code == 200, r.text
+            infra = r.json()["infra"]
+            time.sleep(0.5)
     finally:
         live.stop()
+    assert infra and infra[0]["group"] == {"protocol": "webrtc"} and infra[0]["turn_relay_ratio"] == 1.0, infra
+    assert infra[0]["webrtc_play_time_ms"] > PLAY_SECONDS * 1000 * 0.5, infra
     w = stats["webrtc"]
     print(f"\nWHEP via coturn relay: p50 {stats['windowP50Ms']} ms, p95 {stats['windowP95Ms']} ms; "
           f"turn_relay_ratio {w['turn_relay_ratio']}; webrtc {json.dumps(w)}")  # fmt: skip

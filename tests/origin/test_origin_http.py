@@ -390,10 +390,13 @@ def test_disconnecting_waiter_does_not_affect_others(run_origin):
         await o.until(lambda: o.waiting("playlist") == 10)
         for _, w in leavers:
             w.close()
-        await o.until(lambda: o.waiting("playlist") == 5)  # cancelled on disconnect
+        # Blocking reloads are not watched for disconnects (a watcher per held request
+        # was half the CPU of a fan-out): a leaver is answered into its closed connection
+        # at the next part, alongside the others, with no error and no effect on them.
         publish(o.store, PL, 50, 1)
         results = await asyncio.gather(*keep)
         assert all(r.status_code == 200 and b"part=1" in r.content for r in results)
+        await o.until(lambda: o.waiting("playlist") == 0)
         # a leaver on a hinted part and on a growing segment, too
         o.store.expect("s1/v/p.m4s", ResourceKind.PART)
         _, w = await raw_open(o.port, "/live/s1/v/p.m4s")

@@ -192,3 +192,20 @@ def test_property_reachable_bounds(msn: int, part: int, last_msn: int, last_part
         # the next part is always reachable
     check_reachable(Directives(last_msn, last_part + 1), last_msn=last_msn, last_part=last_part,
                     parts_per_segment_hint=pps, part_target=pt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="_HLSmsnpartkiy=&?;:/.-0123456789%+ ", max_size=40))
+def test_split_fast_path_agrees_with_parse_qsl(query: str) -> None:
+    """The query splitter skips parse_qsl when there is nothing to decode (the origin's hot
+    path); what it returns must be exactly what parse_qsl would."""
+    from urllib.parse import parse_qsl
+
+    from flowcast.package.directives import _split
+
+    q = query[1:] if query.startswith("?") else query
+    try:
+        expected = parse_qsl(q, keep_blank_values=True, errors="strict")
+    except ValueError:
+        return
+    assert _split(query) == expected

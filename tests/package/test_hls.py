@@ -401,6 +401,8 @@ def test_multivariant_attributes() -> None:
     assert v.resolution == (1280, 720)
     assert v.frame_rate == 30.0
     assert all(x.audio == "aud" for x in mv.variants)
+    # No captions in our encodes, said on every variant (4.4.6.2: NONE on one means on all).
+    assert all(x.attributes.get("CLOSED-CAPTIONS") == "NONE" for x in mv.variants)
     (m,) = mv.media
     assert (m.type, m.group_id, m.name, m.uri, m.default, m.channels) == (
         "AUDIO", "aud", "audio", "audio/index.m3u8", True, "2"

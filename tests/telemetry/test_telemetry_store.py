@@ -231,3 +231,50 @@ def test_rollup_follows_erasure(store: EmbeddedStore) -> None:
     assert {r.group["protocol"] for r in rows} == {k[0] for k in truth}
     for r in rows:
         check(r.as_dict(), truth[(r.group["protocol"],)])
+
+
+def test_turn_relay_ratio_from_webrtc_heartbeats(store, collector) -> None:  # type: ignore[no-untyped-def]
+    """schema.md Infra `turn_relay_ratio`: sent per heartbeat by WebRTC players, refused
+    outside [0, 1] naming the field, stored, and reported weighted by play time."""
+    from flowcast.telemetry.collector import CollectorError
+    from flowcast.telemetry.qoe import turn_relay
+
+    now = time.time()
+    session = {"session_id": "w1", "protocol": "webrtc", "cdn": "origin", "consent": True}
+
+    def beat(i: int, play: int, ratio: float | None, sid: str = "w1", protocol: str = "webrtc") -> dict:
+        e = {"event_id": f"{sid}-{i}", "type": "heartbeat", "ts": int(now * 1000) - 10_000 + i, "play_time_ms": play}
+        if ratio is not None:
+            e["turn_relay_ratio"] = ratio
+        return e
+
+    batch = collector.collect(json.dumps({"session": session, "events": [
+        beat(0, 10_000, 1.0), beat(1, 30_000, 0.0), beat(2, 5_000, None),
+    ]}).encode(), now=now)
+    assert [e.turn_relay_ratio for e in batch.events] == [1.0, 0.0, None]
+    store.insert_events(batch.events)
+    hls = collector.collect(json.dumps({"session": {**session, "session_id": "h1", "protocol": "ll-hls"},
+                                         "events": [beat(0, 60_000, None, "h1")]}).encode(), now=now)
+    store.insert_events(hls.events)
+    (row,) = turn_relay(store, now - 3600, now + 1)
+    # 10 s relayed out of the 40 s that measured it; the unmeasured and the HLS play time do not count.
+    assert row["webrtc_play_time_ms"] == 40_000 and row["turn_relay_ratio"] == 0.25
+    assert turn_relay(store, now - 3600, now + 1, ("cdn",))[0]["group"] == {"cdn": "origin"}
+    for bad in (1.5, -0.1, "1"):
+        with pytest.raises(CollectorError) as ei:
+            collector.collect(json.dumps({"session": session, "events": [beat(9, 1000, bad)]}).encode(), now=now)  # type: ignore[arg-type]
+        assert "turn_relay_ratio" in str(ei.value)
+    with pytest.raises(CollectorError):  # only play intervals carry it
+        collector.collect(json.dumps({"session": session, "events": [
+            {"event_id": "x", "type": "startup", "ts": int(now * 1000), "startup_time_ms": 5, "turn_relay_ratio": 1}
+        ]}).encode(), now=now)
+
+
+def test_a_store_from_before_turn_relay_ratio_gets_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old"
+    with EmbeddedStore(path) as old:
+        old.execute(f"ALTER TABLE {old.t('player_events')} DROP COLUMN turn_relay_ratio")
+    with EmbeddedStore(path) as store:  # opening runs the DDL, migration included
+        cols = store.query(f"SELECT name FROM system.columns WHERE database = '{store.database}' "
+                           "AND table = 'player_events' AND name = 'turn_relay_ratio'")
+        assert cols == [{"name": "turn_relay_ratio"}]

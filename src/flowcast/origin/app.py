@@ -3,8 +3,10 @@
 No framework: one ``__call__`` routes on the path prefix and answers with pre-built bytes
 (``response_bytes``) or, for a CMAF segment still being produced, with chunked transfer
 (``response_stream``). Held requests (blocking playlist reload 6.2.5.2, preload-hinted
-parts 6.2.6, early DASH segments) wait on the store's events, raced against the client's
-disconnect so an abandoned request is dropped at once.
+parts 6.2.6, early DASH segments) wait on the store's events. Held media requests are raced
+against the client's disconnect, so an abandoned one is dropped at once; blocking reloads
+are not (one publish wakes thousands of them, and a watcher each doubled their cost): an
+abandoned one is answered into the closed connection at the next part, within 3 TD.
 """
 
 from __future__ import annotations
@@ -214,8 +216,11 @@ def safe_segments(rel: str) -> list[str] | None:
     if not rel or "\x00" in rel or "\\" in rel:
         return None
     parts = rel.split("/")
+    escaped = "%" in rel  # nothing to decode on the usual media path: skip unquote
     for part in parts:
-        if part in ("", ".", "..") or unquote(part) in (".", "..") or "\x00" in unquote(part):
+        if part in ("", ".", ".."):
+            return None
+        if escaped and (unquote(part) in (".", "..") or "\x00" in unquote(part)):
             return None
     return parts
 
@@ -319,6 +324,7 @@ class OriginApp:
         for waiter in self._held:
             if not waiter.done():
                 waiter.set_result(None)
+        self.store.end_playlist_waits()  # blocking reloads: WaitTimeout now, answered 503
 
     # RSGI entry point
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
@@ -628,8 +634,17 @@ class OriginApp:
             outcome = "served"
             try:
                 timeout = self.blocking_timeout_tds * pl.target_duration
-                pl = await self._race(proto, self.store.wait_playlist(key, msn, part, timeout))
+                # Awaited in the request's own task, with no disconnect watch: a publish wakes
+                # thousands of these at once, and a Task plus a watcher per request was half
+                # the CPU of each response (docs/benchmarks.md, fan-out). A client that left
+                # is answered into its closed connection at the next part (<= 3 TD).
+                if self._closing is not None and self._closing.done():
+                    raise _ShuttingDown
+                pl = await self.store.wait_playlist(key, msn, part, timeout)
             except WaitTimeout:
+                if self._closing is not None and self._closing.done():
+                    outcome = "shutdown"
+                    raise _ShuttingDown from None
                 outcome = "timeout"
                 # 6.2.5.2: blocked for more than 3 target durations -> 503.
                 headers = [

@@ -16,6 +16,7 @@ down and never go below 1 s, since 0 would defeat request collapsing at the CDN.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -27,7 +28,9 @@ NO_STORE = "no-store"
 NO_CACHE = "no-cache, no-store, must-revalidate"
 
 
+@functools.lru_cache(maxsize=256)
 def _max_age(seconds: float) -> str:
+    # Once per response with a handful of distinct values: formatted once each.
     return f"public, max-age={max(1, math.floor(seconds))}"
 
 

@@ -264,6 +264,7 @@ class MediaStore:
         self._held: list[tuple[str, tuple[object, ...], dict[str, object]]] | None = None
         self._hold_until = 0.0
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._waits_ended = False  # end_playlist_waits(): the origin is shutting down
         # Replicas (origin/workers.py): each gets every publish as it is applied.
         self._replicas: list[Callable[[JournalEntry], None]] = []
 
@@ -678,6 +679,8 @@ class MediaStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not (pl.ended or pl.satisfies(msn, part)):
+            if self._waits_ended:
+                raise WaitTimeout(path)
             waiters = self._playlist_waiters.get(path)
             if waiters is None:
                 waiters = self._playlist_waiters[path] = _PlaylistWaiters()
@@ -694,6 +697,14 @@ class MediaStore:
             if pl is None:
                 raise PlaylistGone(path)
         return pl
+
+    def end_playlist_waits(self) -> None:
+        """The server is stopping: every blocking reload held now or later times out at
+        once (WaitTimeout), instead of holding the shutdown for up to 3 target durations."""
+        self._waits_ended = True
+        for waiters in self._playlist_waiters.values():
+            waiters.release_all()
+        self._playlist_waiters.clear()
 
     # -- internals -------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from flowcast.telemetry.cmcd import origin_request
 from flowcast.telemetry.collector import Batch, Collector, CollectorError
 from flowcast.telemetry.cost import BaselineAnomalyDetector, CostAnomaly, CostMonitor, CostTick
 from flowcast.telemetry.prom import sli_increments
-from flowcast.telemetry.qoe import GROUP_FIELDS, anonymous_counts, qoe_aggregates, sli_counts
+from flowcast.telemetry.qoe import GROUP_FIELDS, anonymous_counts, qoe_aggregates, sli_counts, turn_relay
 from flowcast.telemetry.slo import DEFAULT_RULES, DEFAULT_SLOS, AlertTransition, BurnRateEvaluator, BurnRateRule, LogSink, Slo
 from flowcast.telemetry.schema import hash_user_id
 from flowcast.telemetry.store import ConsentProof, Store
@@ -567,13 +567,14 @@ class TelemetryService:
         start = end - since
         await self.flush()
 
-        def run() -> tuple[list[Any], list[Any]]:
-            return qoe_aggregates(self.store, start, end, by), anonymous_counts(self.store, start, end)
+        def run() -> tuple[list[Any], list[Any], list[Any]]:
+            return (qoe_aggregates(self.store, start, end, by), anonymous_counts(self.store, start, end),
+                    turn_relay(self.store, start, end, by))
 
-        rows, anon = await self._in_store(run)
+        rows, anon, relay = await self._in_store(run)
         _json(proto, 200, {
             "since_s": since, "start": start, "end": end, "by": list(by),
-            "rows": [r.as_dict() for r in rows], "anonymous": anon,
+            "rows": [r.as_dict() for r in rows], "anonymous": anon, "infra": relay,
         })
 
 

@@ -113,7 +113,7 @@ class _Worker:
     process: asyncio.subprocess.Process
     writer: asyncio.StreamWriter
     reader: asyncio.StreamReader
-    stop_replication: Any = None
+    allowance: int = 0  # write-buffer bytes past which the worker counts as stuck
     ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task[None] | None = None
     closed: bool = False
@@ -153,6 +153,7 @@ class WorkerPool:
         self.workers: dict[int, _Worker] = {}
         self.restarts = 0
         self._closing = False
+        self._stop_replication: Any = None
 
     @property
     def pids(self) -> list[int]:
@@ -160,11 +161,14 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Start every worker; returns once each one listens."""
+        self._stop_replication = self.store.replicate_to(self._broadcast)
         for i in range(self.count):
             await self._spawn(i)
 
     async def stop(self) -> None:
         self._closing = True
+        if self._stop_replication is not None:
+            self._stop_replication()
         for w in list(self.workers.values()):
             await self._retire(w)
 
@@ -182,12 +186,13 @@ class WorkerPool:
         reader, writer = await asyncio.open_connection(sock=parent, limit=2**20)
         w = _Worker(index, proc, writer, reader)
         self.workers[index] = w
-        # Snapshot and subscription in one synchronous step: no publish falls in between.
+        # Snapshot, then every publish (_broadcast to the workers registered here), in one
+        # synchronous step: no publish falls in between.
         writer.write(frame(("hello", self.hello)))
         for entry in self.store.snapshot():
             writer.write(frame(("j", *entry)))
         writer.write(frame(("synced",)))  # the worker serves only from a whole snapshot
-        w.stop_replication = self.store.replicate_to(lambda entry: self._send(w, entry))
+        w.allowance = writer.transport.get_write_buffer_size() + self.max_backlog
         w.task = asyncio.create_task(self._serve(w), name=f"origin worker {index + 1}")
         try:
             await asyncio.wait_for(asyncio.shield(w.ready), self.start_timeout)
@@ -198,15 +203,20 @@ class WorkerPool:
         if self._closing:  # stopped while this one was starting
             await self._retire(w)
 
-    def _send(self, w: _Worker, entry: JournalEntry) -> None:
-        if w.closed:
+    def _broadcast(self, entry: JournalEntry) -> None:
+        """One publish to every worker, framed once."""
+        if not self.workers:
             return
-        if w.writer.transport.get_write_buffer_size() > self.max_backlog:
-            log.error("origin worker %d fell %d bytes behind; replacing it", w.index + 1, self.max_backlog)
-            w.closed = True
-            w.process.kill()
-            return
-        w.writer.write(frame(("j", *entry)))
+        data = frame(("j", *entry))
+        for w in self.workers.values():
+            if w.closed:
+                continue
+            if w.writer.transport.get_write_buffer_size() > w.allowance:
+                log.error("origin worker %d fell %d bytes behind; replacing it", w.index + 1, self.max_backlog)
+                w.closed = True
+                w.process.kill()
+                continue
+            w.writer.write(data)
 
     async def _serve(self, w: _Worker) -> None:
         """Read what the worker sends until it goes away; then replace it."""
@@ -239,8 +249,6 @@ class WorkerPool:
             log.error("origin worker %d channel: %s", w.index + 1, exc)
         finally:
             w.closed = True
-            if w.stop_replication is not None:
-                w.stop_replication()
             if not w.ready.done():
                 w.ready.set_exception(WorkerError("exited during start"))
         code = await w.process.wait()
@@ -275,8 +283,6 @@ class WorkerPool:
         w.closed = True
         if self.workers.get(w.index) is w:
             del self.workers[w.index]
-        if w.stop_replication is not None:
-            w.stop_replication()
         if w.process.returncode is None:
             w.process.terminate()
             try:

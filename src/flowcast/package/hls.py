@@ -487,6 +487,10 @@ def _render_pathway(out: list[str], variants, audio: AudioRendition | None, pw: 
             attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
         if audio is not None:
             attrs.append(f'AUDIO="{group}"')
+        # No CEA-608/708 in our encodes: NONE on every variant (4.4.6.2) tells players not
+        # to probe segments for captions. Shaka 5.2 otherwise probes a young live stream's
+        # in-progress segment, which has only parts and no URI yet, and fails to load.
+        attrs.append("CLOSED-CAPTIONS=NONE")
         if pw is not None:
             attrs.append(f'PATHWAY-ID="{pw.id}"')
         out.append("#EXT-X-STREAM-INF:" + ",".join(attrs))

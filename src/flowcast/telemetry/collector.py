@@ -196,6 +196,7 @@ _METRIC_CHECKS: Final[dict[str, Callable[[Any], Any]]] = {
     "latency_ms": _number(_HOUR_MS),
     "play_time_ms": _number(24 * _HOUR_MS),
     "error_code": _str(64),
+    "turn_relay_ratio": _number(1.0),
 }
 
 # Per type: every allowed field with its checker, and the required ones.
@@ -230,6 +231,7 @@ _ROW_DEFAULTS: Final = {
     "latency_ms": 0.0,
     "play_time_ms": 0.0,
     "error_code": "",
+    "turn_relay_ratio": None,
 }
 
 

@@ -211,6 +211,38 @@ def qoe_aggregates(
     return out
 
 
+def turn_relay(
+    store: Store, start: float | None = None, end: float | None = None, group_by: tuple[str, ...] | list[str] = ()
+) -> list[dict[str, Any]]:
+    """Infra (schema.md): `turn_relay_ratio`, the share of WebRTC play time spent on a TURN
+    relay pair, weighted by play time over the heartbeats that measured it. Read from the
+    raw events: WebRTC heartbeats are a small share of them, and the rollup stays as it is."""
+    group_by = tuple(group_by)
+    for g in group_by:
+        if g not in GROUP_FIELDS:
+            raise ValueError(f"group_by: {g!r} is not one of {', '.join(GROUP_FIELDS)}")
+    where, params = _range(start, end)
+    cond = f"{_PLAY} AND protocol = 'webrtc' AND turn_relay_ratio IS NOT NULL"
+    where = f"{where} AND {cond}" if where else f"WHERE {cond}"
+    cols = "".join(f"{g}, " for g in group_by)
+    tail = f"GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}" if group_by else ""
+    sql = (
+        f"SELECT {cols}sum(play_time_ms) AS play, sum(turn_relay_ratio * play_time_ms) AS relayed "
+        f"FROM {store.t('player_events')} FINAL {where} {tail}"
+    )
+    out = []
+    for r in store.query(sql, params):
+        play = float(r["play"] or 0.0)
+        if play <= 0:
+            continue
+        out.append({
+            "group": {g: r[g] for g in group_by},
+            "webrtc_play_time_ms": play,
+            "turn_relay_ratio": round(float(r["relayed"]) / play, 4),
+        })
+    return out
+
+
 def sli_counts(store: Store, slo: Slo, start: float, end: float) -> tuple[float, float]:
     """(good, total) for one SLO over [start, end): the input of slo.BurnRateEvaluator."""
     where, params = _range(start, end)

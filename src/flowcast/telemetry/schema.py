@@ -62,7 +62,8 @@ STREAM_FIELDS: Final = (
 # - latency.latency_ms: one glass-to-glass (or live-edge) latency sample.
 # - heartbeat / session_end: play_time_ms, dropped_frames are DELTAS since the previous
 #   heartbeat of the session, avg_bitrate_kbps the average over that interval. Deltas keep
-#   every aggregate a plain sum over any time range.
+#   every aggregate a plain sum over any time range. turn_relay_ratio (schema.md, Infra;
+#   WebRTC only): the share of that interval's play time spent on a TURN relay pair.
 METRICS_BY_TYPE: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "session_start": ((), ()),
     "startup": (("startup_time_ms",), ()),
@@ -70,8 +71,8 @@ METRICS_BY_TYPE: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "bitrate_switch": (("avg_bitrate_kbps",), ()),
     "latency": (("latency_ms",), ()),
     "error": (("error_code",), ()),
-    "heartbeat": (("play_time_ms",), ("avg_bitrate_kbps", "dropped_frames")),
-    "session_end": (("play_time_ms",), ("avg_bitrate_kbps", "dropped_frames", "error_code")),
+    "heartbeat": (("play_time_ms",), ("avg_bitrate_kbps", "dropped_frames", "turn_relay_ratio")),
+    "session_end": (("play_time_ms",), ("avg_bitrate_kbps", "dropped_frames", "error_code", "turn_relay_ratio")),
 }
 METRIC_FIELDS: Final = (
     "startup_time_ms",
@@ -124,6 +125,7 @@ class PlayerEvent:
     latency_ms: float = 0.0
     play_time_ms: float = 0.0
     error_code: str = ""
+    turn_relay_ratio: float | None = None  # WebRTC heartbeats only; None: not measured
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)

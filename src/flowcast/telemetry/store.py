@@ -86,11 +86,14 @@ def ddl(database: str, retention: Retention) -> list[str]:
     dropped_frames UInt32,
     latency_ms Float64,
     play_time_ms Float64,
-    error_code LowCardinality(String)
+    error_code LowCardinality(String),
+    turn_relay_ratio Nullable(Float32)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (type, ts, event_id)
 TTL toDateTime(ts) + INTERVAL {retention.player_events_days} DAY""",
+        # Stores made before turn_relay_ratio was a beacon field get the column (NULL).
+        f"ALTER TABLE {db}.player_events ADD COLUMN IF NOT EXISTS turn_relay_ratio Nullable(Float32)",
         f"""CREATE TABLE IF NOT EXISTS {db}.sessions (
     session_id String,
     user_id SimpleAggregateFunction(max, String),

@@ -139,6 +139,13 @@ export class Analytics {
       fields.dropped_frames = Math.max(0, dropped - this.droppedBase);
       this.droppedBase = dropped;
     }
+    if (this.relaySource) {
+      // WebRTC: the share of this interval's connected play time on a TURN relay pair.
+      const [relay, pair] = this.relaySource();
+      const [relay0, pair0] = this.relayBase || [0, 0];
+      if (pair - pair0 > 0) fields.turn_relay_ratio = Math.round(((relay - relay0) / (pair - pair0)) * 1000) / 1000;
+      this.relayBase = [relay, pair];
+    }
     this.playMs = 0;
     this.bitrateMs = 0;
     this.bitratePlayMs = 0;
@@ -194,9 +201,9 @@ export class Analytics {
 //   framesPerSecond, jitterBufferDelay / jitterBufferEmittedCount, candidate-pair
 //   currentRoundTripTime, selected local candidate type (relay / host / srflx / prflx)
 //                                              -> summary() (window.flowcastStats.webrtc)
-// turn_relay_ratio (schema.md, Infra): the share of polled play time on a relay pair. The
-// collector's beacon schema has no field for it yet, so it is reported in the summary
-// (and by the tests and benchmark that read it), not in beacons.
+// turn_relay_ratio (schema.md, Infra): the share of polled play time on a relay pair, in
+// the summary and, per interval, in every heartbeat (`flowcast qoe report` weighs it by
+// play time).
 // The session context says what the stream is (codec, profile, GOP, no B-frames, Opus).
 export class WebRTCStatsHook {
   constructor(pc, analytics = null) {
@@ -214,6 +221,7 @@ export class WebRTCStatsHook {
         codec: 'h264', profile: 'constrained-baseline', b_frames: 0, audio_codec: 'opus',
       });
       analytics.droppedSource = () => (this.last ? this.last.framesDropped : 0);
+      analytics.relaySource = () => [this.relayS, this.pairS];
     }
   }
 
