@@ -123,6 +123,9 @@ def test_origin_kill_viewers_fail_over(origins: tuple[LiveProcess, LiveProcess],
     kill_ts = hls_data["drills"][0]["fired_at"]
     assert kill_ts is not None
     assert httpx.get(b.url("/live/live/master.m3u8")).status_code == 200, "origin-2 must be unharmed"
+    # origin-2 saw origin-1 die (origin/peers.py) and steers players away from it.
+    steer = httpx.get(b.url("/live/live/steering.json")).json()
+    assert steer["PATHWAY-PRIORITY"] == ["origin-2", "origin-1"], steer
     rows = hls_data["viewers"] + json.loads(reports["ll-dash"].json_path.read_text())["viewers"]
     assert len(rows) == 20
     # no viewer stops with an error
@@ -132,6 +135,8 @@ def test_origin_kill_viewers_fail_over(origins: tuple[LiveProcess, LiveProcess],
     for r in on_killed:
         moves = [f for f in r["failovers"] if f["from"] == "origin-1" and f["at"] >= kill_ts - 0.5]
         assert moves and moves[0]["to"] == "origin-2", r["failovers"]
+        # nothing, steering reloads included, takes it back to the dead origin
+        assert not [f for f in r["failovers"] if f["to"] == "origin-1" and f["at"] >= kill_ts], r["failovers"]
         # media again from origin-2 within 2 target durations of the kill ...
         assert moves[0]["resumed_at"] is not None and moves[0]["resumed_at"] - kill_ts <= 2 * TD, moves
         # ... and playing: any stall around the kill ended within 2 target durations of it

@@ -21,6 +21,7 @@ from datetime import datetime
 from urllib.parse import urljoin, urlsplit
 
 from flowcast.loadtest.abr import Abr
+from flowcast.loadtest.http import HttpError
 from flowcast.loadtest.playback import Span
 from flowcast.loadtest.viewer import FatalViewerError, Origin, ViewerBase, origin_of
 from flowcast.package.m3u8 import (
@@ -35,6 +36,8 @@ from flowcast.package.m3u8 import (
 from flowcast.package.steering import SteeringError, parse_steering_manifest
 
 MEDIA_TIMEOUT = 10.0
+
+PATHWAY_PENALTY_S = 300.0  # hls.js content-steering: a failed pathway is avoided this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,9 @@ class HlsViewer(ViewerBase):
     protocol = "ll-hls"
     low_latency = True
 
+    _steering: tuple[str, int] | None = None  # (steering manifest path, TTL s) once loaded
+    _steer_at = 0.0
+
     async def play(self) -> None:
         base = self.path
         master = await self.get(self.playlist_conn, base, MEDIA_TIMEOUT)
@@ -167,6 +173,9 @@ class HlsViewer(ViewerBase):
                 try:
                     doc = parse_steering_manifest((await self.get(self.playlist_conn, path, MEDIA_TIMEOUT)).body)
                     prio = [p for p in doc.pathway_priority if p in ids] + [p for p in prio if p not in doc.pathway_priority]
+                    # Reloaded every TTL from then on (Content Steering 1.2, 4.3), as hls.js does.
+                    self._steering = (u.path, doc.ttl)
+                    self._steer_at = time.monotonic() + doc.ttl
                 except (SteeringError, FatalViewerError):
                     pass  # hls.js keeps the playlist's order when the steering server fails
         by_id = {pid: sorted((v for v in mv.variants if v.attributes.get("PATHWAY-ID", ".") == pid), key=lambda v: v.bandwidth) for pid in ids}
@@ -179,6 +188,34 @@ class HlsViewer(ViewerBase):
             origins.append(origin_of(pid, urljoin(f"http://{self.host}:{self.port}{base}", by_id[pid][0].uri)))
         await self.use_origins(origins)
         return by_id[prio[0]]
+
+    async def _reload_steering(self) -> None:
+        """Every TTL: ask the steering server (on the current pathway's origin) for the
+        priority, and move to the pathway it ranks first when that is not the current one.
+        A failed reload changes nothing (the next one is a TTL later)."""
+        if self._steering is None or time.monotonic() < self._steer_at:
+            return
+        path, ttl = self._steering
+        current = self.origins[self.origin_idx].id
+        self._steer_at = time.monotonic() + ttl
+        try:
+            resp = await self.playlist_conn.get(f"{path}?_HLS_pathway={current}", timeout=MEDIA_TIMEOUT)
+            if resp.status != 200:
+                return
+            doc = parse_steering_manifest(resp.body)
+        except (HttpError, OSError, asyncio.TimeoutError, SteeringError):
+            return
+        self._steer_at = time.monotonic() + doc.ttl
+        ids = [o.id for o in self.origins]
+        # A pathway that failed is not steered back to for 5 minutes (hls.js's penalty).
+        now = time.time()
+        penalized = {f["from"] for f in self.result.failovers if f["error"] != "steering" and now - f["at"] < PATHWAY_PENALTY_S}
+        first = next((p for p in doc.pathway_priority if p in ids and p not in penalized), None)
+        if first is not None and first != current:
+            self.result.failovers.append(
+                {"at": round(time.time(), 3), "from": current, "to": first, "error": "steering", "resumed_at": None}
+            )
+            await self._switch_to(ids.index(first))
 
     def _resolve(self, base: str, uri: str) -> str:
         u = urlsplit(urljoin(base, uri))
@@ -242,6 +279,7 @@ class HlsViewer(ViewerBase):
         sync_at = (edge - hold_back, time.monotonic())
         last: tuple[int, int] = (refs[i0].msn, refs[i0].idx - 1) if refs else (pl.first_msn, -1)
         while self.remaining() > 0:
+            await self._reload_steering()
             todo = [r for r in parts_of(pl) if r.key > last]
             switched = False
             for ref in todo:
@@ -309,6 +347,7 @@ class HlsViewer(ViewerBase):
         i0 = live_start(refs, hold_back)
         last = (refs[i0].msn - 1, -1) if refs else (pl.first_msn - 1, -1)
         while self.remaining() > 0:
+            await self._reload_steering()
             todo = [r for r in segments_of(pl) if r.key > last]
             changed = bool(todo)
             switched = False

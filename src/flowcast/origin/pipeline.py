@@ -149,6 +149,7 @@ class LivePipeline:
         self._announced = False  # multivariant playlist and MPD published
         # Redundant origins (origin.redundant): one HLS pathway / DASH BaseURL each.
         self.pathways = steering.pathways(config.origin.redundant, f"/live/{config.stream}/")
+        self.unavailable_pathways: frozenset[str] = frozenset()  # set by origin/peers.py
 
     # -- encoder events ------------------------------------------------------------------------
 
@@ -474,9 +475,19 @@ class LivePipeline:
             ),
         )
         if self.pathways:
-            manifest = steering.SteeringManifest(tuple(p.id for p in self.pathways))
-            self.store.put_manifest(f"{self.config.stream}/{steering.STEERING_MANIFEST_NAME}", manifest.render())
+            self._publish_steering()
         self._publish_mpd()
+
+    def set_unavailable_pathways(self, down: frozenset[str]) -> None:
+        """origin/peers.py: these redundant origins are down; rank them last from now on."""
+        self.unavailable_pathways = down
+        if self.pathways and self._announced:
+            self._publish_steering()
+
+    def _publish_steering(self) -> None:
+        ids = tuple(p.id for p in self.pathways)
+        manifest = steering.SteeringManifest(steering.priority_for(ids, self.unavailable_pathways))
+        self.store.put_manifest(f"{self.config.stream}/{steering.STEERING_MANIFEST_NAME}", manifest.render())
 
     def _period_protection(self, key_period: int) -> dict[str, object]:
         """A rotating stream's Period: its init segment and ContentProtection (else none:

@@ -26,6 +26,7 @@ from flowcast.origin.telemetry_routes import TelemetryService
 from flowcast.origin.chaos import ChaosControl
 from flowcast.origin.tracing import OriginTracing, TracingError, resolve_endpoint
 from flowcast.origin.tls import self_signed
+from flowcast.origin.peers import PeerHealth, own_peers
 from flowcast.origin.workers import WorkerError, WorkerPool, worker_hello
 from flowcast.protect.cpix import CpixError, parse_cpix
 from flowcast.protect.devsecret import dev_secret_file
@@ -255,6 +256,7 @@ class LiveStack:
         self.supervisor: EncoderSupervisor | None = None
         self.server: ServerHandle | None = None
         self.workers: WorkerPool | None = None  # origin.workers > 1: the other processes
+        self.peers: PeerHealth | None = None  # origin.redundant: the other origins' health
         self.whip: WhipEndpoint | None = None  # when the input is "whip"
         self.whip_token: str | None = None
 
@@ -302,6 +304,11 @@ class LiveStack:
                 raise StackError(f"origin.workers: {exc}") from None
         if self.telemetry is not None:
             self.telemetry.start()
+        if self.pipeline.pathways:
+            self.peers = PeerHealth(
+                own_peers(self.pipeline.pathways, origin.host, origin.port), self.pipeline.set_unavailable_pathways
+            )
+            self.peers.start()
         if self.webrtc is not None:
             from flowcast.webrtc.coturn import CoturnError
 
@@ -357,6 +364,8 @@ class LiveStack:
             await self.supervisor.stop()
         if self.webrtc is not None:
             await self.webrtc.stop()  # viewers closed before the origin goes
+        if self.peers is not None:
+            await self.peers.stop()
         if self.workers is not None:
             await self.workers.stop()
         if self.server is not None:
