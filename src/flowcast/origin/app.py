@@ -12,6 +12,7 @@ abandoned one is answered into the closed connection at the next part, within 3 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import logging
 import mimetypes
@@ -69,6 +70,8 @@ def parse_directives(query: str) -> tuple[int | None, int | None, str | None]:
     non-reserved parameters (tokens, CMCD) are ignored; ``_HLS_part`` without
     ``_HLS_msn``, repeats and malformed values are 400.
     """
+    if not query:
+        return None, None, None  # a plain playlist request: most of them
     d = _package_parse(query)
     return d.msn, d.part, (d.skip or None)
 
@@ -186,6 +189,12 @@ def accepts_gzip(header: str | None) -> bool:
     """Accept-Encoding allows gzip (q > 0), directly or through ``*``."""
     if not header:
         return False
+    return _accepts_gzip(header)
+
+
+@functools.lru_cache(maxsize=1024)
+def _accepts_gzip(header: str) -> bool:
+    # Once per playlist request, with a handful of distinct values (one per browser build).
     star = False
     for token in header.split(","):
         name, _, params = token.strip().partition(";")
@@ -492,7 +501,7 @@ class OriginApp:
                 return
             held = True
             resource = bound[1].value
-            gauge = self.metrics.waiting.labels(resource)
+            gauge = self.metrics.waiting_child(resource)
             gauge.inc()
             started = asyncio.get_running_loop().time()
             outcome = "served"
@@ -512,7 +521,7 @@ class OriginApp:
                 raise
             finally:
                 gauge.dec()
-                self.metrics.wait.labels(resource, outcome).observe(
+                self.metrics.wait_child(resource, outcome).observe(
                     asyncio.get_running_loop().time() - started
                 )
         if isinstance(obj, Growing):
@@ -582,7 +591,7 @@ class OriginApp:
         transport = proto.response_stream(200, headers + self._always)
         sent = 0
         index = 0
-        gauge = self.metrics.waiting.labels(resource)
+        gauge = self.metrics.waiting_child(resource)
         gauge.inc()
         disconnect = asyncio.ensure_future(proto.client_disconnect())
         try:
@@ -627,7 +636,7 @@ class OriginApp:
             return
 
         if blocking and not pl.satisfies(msn, part):
-            gauge = self.metrics.waiting.labels("playlist")
+            gauge = self.metrics.waiting_child("playlist")
             gauge.inc()
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -664,7 +673,7 @@ class OriginApp:
                 raise
             finally:
                 gauge.dec()
-                self.metrics.wait.labels("playlist", outcome).observe(loop.time() - started)
+                self.metrics.wait_child("playlist", outcome).observe(loop.time() - started)
             blocking = not pl.ended
 
         use_delta = skip is not None and pl.delta is not None and not pl.ended
