@@ -315,6 +315,22 @@ class HlsViewer(ViewerBase):
                 if hinted is not None:
                     hinted.cancel()
                 raise
+            if hinted is not None and not any(r.uri == hint for r in parts_of(pl)) and not any(
+                h.uri == hint for h in pl.preload_hints
+            ):
+                # The new playlist neither lists the hinted part nor still hints it (an encoder
+                # restart closed that segment short): abandon it, as hls.js does, instead of
+                # retrying a part that will never exist while the stream goes on without us.
+                hinted.cancel()
+                try:
+                    await hinted  # let it close its connection before media_conn is used again
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # this viewer itself is being stopped
+                except (FatalViewerError, asyncio.TimeoutError):
+                    pass
+                hinted = None
             if hinted is not None:
                 try:
                     resp = await hinted

@@ -192,9 +192,10 @@ def accepts_gzip(header: str | None) -> bool:
     return _accepts_gzip(header)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def _accepts_gzip(header: str) -> bool:
-    # Once per playlist request, with a handful of distinct values (one per browser build).
+    # Once per playlist request, with a handful of distinct values (one per browser build);
+    # bounded, so clients sending made-up values only churn 256 entries.
     star = False
     for token in header.split(","):
         name, _, params = token.strip().partition(";")
