@@ -569,9 +569,9 @@ class LivePipeline:
             time_shift_buffer_depth=window,
             part_duration=self.part_target if low_latency else None,
             latency=dash.LatencyTarget(target_ms=1500, min_ms=1000, max_ms=3000) if low_latency else None,
-            # Whole-segment live DASH: start three segments behind the edge (DASH-IF IOP 4.3
-            # suggests an SPD of a few segments); Shaka's default, 1.5 x minBufferTime, starts
-            # with one segment buffered and ran dry once at a Period switch under load.
+            # Whole-segment live DASH: start three segments behind the edge. Shaka's default
+            # delay, 1.5 x minBufferTime, starts it with one segment buffered, and it ran dry
+            # once at a key-rotation Period switch under load.
             suggested_presentation_delay=None if low_latency else min(3 * self.segment_duration, max(window - self.segment_duration, self.segment_duration)),
             content_protection=protection,
             audio_content_protection=audio_protection,
