@@ -163,6 +163,23 @@ class Namespace:
             "how": "iptables statistic DROP in the namespace (INPUT+OUTPUT); tc tbf on each veth egress",
         }
 
+    def packets(self) -> tuple[int, int]:
+        """(packets the loss rules dropped, packets through the namespace's veth): what the
+        kernel did, as opposed to what was asked. Call it before close()."""
+        dropped = 0
+        for chain in ("INPUT", "OUTPUT"):
+            out = _run("iptables", "-L", chain, "-v", "-x", "-n", netns=self.name, check=False).stdout
+            for line in out.splitlines():
+                fields = line.split()
+                if "statistic" in line and len(fields) > 2 and fields[2] == "DROP" and fields[0].isdigit():
+                    dropped += int(fields[0])
+        seen = 0
+        for counter in ("rx_packets", "tx_packets"):
+            path = f"/sys/class/net/{self.ns_if}/statistics/{counter}"
+            out = _run("cat", path, netns=self.name, check=False).stdout.strip()
+            seen += int(out) if out.isdigit() else 0
+        return dropped, seen + dropped
+
     def __enter__(self) -> Namespace:
         self.open()
         return self
