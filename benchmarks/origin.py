@@ -5,24 +5,24 @@
     python -m benchmarks.origin --workers 1,2 --scale-workers 1,2   # + origin.workers
 
 (a) Requests/s for a ~2 KB live playlist and a 30 KB part. Our origin (one process,
-``benchmarks.origin_server``: store filled once, granian embedded) and Debian's nginx
-(one worker, ``open_file_cache``, no access log, keep-alive, the same bytes from a temp
-dir and the same CORS/cache headers added) both pinned to ``--server-core``; ``wrk``
-pinned to the other core drives each in turn, ``--reps`` times, interleaved; medians and
-the ratio flowcast/nginx are reported, in requests/s and in requests per CPU-second of
-the server process tree (/proc): on a shared machine the server rarely gets its whole
-core, and the second ratio is the one a dedicated core would show.
+``benchmarks.origin_server``: store filled once) hosted by each of ``--servers``: our own
+HTTP/1.1 server (``flowcast``, origin/http1.py, what ``flowcast up`` serves plain HTTP
+with) and granian (what it serves TLS and HTTP/2 with); and Debian's nginx (one worker,
+``open_file_cache``, no access log, keep-alive, the same bytes from a temp dir and the
+same CORS/cache headers added). All pinned to ``--server-core``; ``wrk`` pinned to the
+other core drives each in turn, ``--reps`` times, interleaved; medians and the ratio
+origin/nginx are reported, in requests/s and in requests per CPU-second of the server
+process tree (/proc): on a shared machine the server rarely gets its whole core, and the
+second ratio is the one a dedicated core would show.
 
 (b) LL-HLS blocking-reload fan-out: N viewers (``benchmarks.origin_viewers``, spread
 over ``--viewer-procs`` processes on the other core) each hold
 ``?_HLS_msn=M&_HLS_part=N`` for the next part; a task in the origin's loop publishes a
 new part every 200 ms. Per publish: publish (``time.time()`` in the origin, just before
 ``put_playlist``) to the last viewer's complete response (``time.time()`` in the viewer);
-p50/p99 over the publishes, and the share of viewers served every part. ``--app``
-runs the fan-out for the origin as it is (``current``) and with the ``_race`` fix of
-docs/benchmarks.md (``proposed``, a subclass in ``benchmarks.origin_server``), and
-reports the origin's CPU per response, which contention on the shared core does not
-inflate the way it inflates wall-clock figures.
+p50/p99 over the publishes, and the share of viewers served every part, for each of
+``--fanout-servers``; and the origin's CPU per response, which contention on the shared
+core does not inflate the way it inflates wall-clock figures.
 
 ``--loop`` picks the origin's event loop (``uvloop``, as ``flowcast up`` runs, or the stdlib
 ``asyncio``). ``--workers 1,2`` runs (b) with that many origin processes (``origin.workers``:
@@ -120,13 +120,13 @@ def cpu_pressure() -> str:
 class Origin:
     """``benchmarks.origin_server`` as a child process, driven over its stdin/stdout."""
 
-    def __init__(self, mode: str, core: int, tmp: Path, app: str = "current", workers: int = 1,
+    def __init__(self, mode: str, core: int, tmp: Path, server: str = "flowcast", workers: int = 1,
                  worker_cores: str = "1", loop: str = "uvloop") -> None:
         self.port = free_port()
         self.workers = workers
         self.proc = subprocess.Popen(
             [PY, "-m", "benchmarks.origin_server", "--mode", mode, "--core", str(core), "--port", str(self.port),
-             "--tmp", str(tmp), "--app", app, "--workers", str(workers), "--worker-cores", worker_cores,
+             "--tmp", str(tmp), "--server", server, "--workers", str(workers), "--worker-cores", worker_cores,
              "--loop", loop],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"},
@@ -296,11 +296,13 @@ def wrk(url: str, core: int, threads: int, conns: int, seconds: float, pid: int 
 
 
 def requests_per_second(args: argparse.Namespace, tmp: Path) -> list[dict]:
-    origin = Origin("static", args.server_core, tmp / "origin", args.app, loop=args.loop)
+    origins = {name: Origin("static", args.server_core, tmp / f"origin-{name}", name, loop=args.loop)
+               for name in args.servers}
     nginx = Nginx(args.server_core, tmp / "nginx")
+    origin = origins[args.servers[0]]
     rows = []
     try:
-        servers = {"flowcast": origin, "nginx": nginx}
+        servers = {**origins, "nginx": nginx}
         objects = {"playlist": f"/live/{PLAYLIST_PATH}", "part": f"/live/{PART_PATH}"}
         sizes = {
             name: len(urllib.request.urlopen(f"{origin.url}{path}", timeout=5).read())
@@ -325,14 +327,17 @@ def requests_per_second(args: argparse.Namespace, tmp: Path) -> list[dict]:
                     loads.append(la)
                     print(f"  (a) {obj:8} rep {rep + 1} {label:8} {rps:9.0f} req/s {rpc:9.0f} req/CPU-s "
                           f"non-2xx {bad}  load {la} cpu-psi {cpu_pressure()}", file=sys.stderr, flush=True)
-            f, n = statistics.median(results["flowcast"]), statistics.median(results["nginx"])
-            rows.append({
-                "object": obj, "bytes": sizes[obj], "flowcast": f, "nginx": n, "ratio": f / n,
-                "cpu_f": statistics.median(per_cpu["flowcast"]), "cpu_n": statistics.median(per_cpu["nginx"]),
-                "runs_f": results["flowcast"], "runs_n": results["nginx"], "load": f"{loads[0]} .. {loads[-1]}",
-            })
+            n = statistics.median(results["nginx"])
+            for name in origins:
+                f = statistics.median(results[name])
+                rows.append({
+                    "object": obj, "bytes": sizes[obj], "server": name, "flowcast": f, "nginx": n, "ratio": f / n,
+                    "cpu_f": statistics.median(per_cpu[name]), "cpu_n": statistics.median(per_cpu["nginx"]),
+                    "runs_f": results[name], "runs_n": results["nginx"], "load": f"{loads[0]} .. {loads[-1]}",
+                })
     finally:
-        origin.stop()
+        for o in origins.values():
+            o.stop()
         nginx.stop()
     return rows
 
@@ -342,8 +347,8 @@ def scale_out(args: argparse.Namespace, tmp: Path) -> list[dict]:
     core 0, the worker on core 1) and wrk on both cores, the whole machine under load."""
     rows = []
     counts = [int(w) for w in args.scale_workers.split(",")]
-    origins = {w: Origin("static", args.server_core, tmp / f"scale{w}", args.app, w, str(args.client_core), args.loop)
-               for w in counts}
+    origins = {w: Origin("static", args.server_core, tmp / f"scale{w}", args.servers[0], w, str(args.client_core),
+                         args.loop) for w in counts}
     try:
         path = f"/live/{PLAYLIST_PATH}"
         results: dict[int, list[float]] = defaultdict(list)
@@ -378,9 +383,9 @@ def _waiting(url: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def fanout(args: argparse.Namespace, tmp: Path, viewers: int, profile: bool = False) -> dict:
+def fanout(args: argparse.Namespace, tmp: Path, viewers: int, server: str, profile: bool = False) -> dict:
     (tmp / f"fan{viewers}").mkdir(parents=True, exist_ok=True)
-    origin = Origin("fanout", args.server_core, tmp / f"fan{viewers}", args.app, args.workers, args.worker_cores,
+    origin = Origin("fanout", args.server_core, tmp / f"fan{viewers}", server, args.workers, args.worker_cores,
                     args.loop)
     procs: list[subprocess.Popen] = []
     outs = []
@@ -395,7 +400,8 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, profile: bool = Fa
             outs.append(out)
             procs.append(subprocess.Popen(
                 [PY, "-m", "benchmarks.origin_viewers", "--port", str(origin.port), "--clients", str(n),
-                 "--base", str(k * per), "--core", str(args.client_core), "--out", str(out)],
+                 "--base", str(k * per), "--core", str(args.client_core), "--out", str(out),
+                 "--sched", args.viewer_sched],
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             ))
         for p in procs:
@@ -538,9 +544,14 @@ def main() -> None:
     parser.add_argument("--viewer-procs", type=int, default=3)
     parser.add_argument("--publishes", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--app", default="current,proposed",
-                        help="comma list of current, proposed (the _race fix described in docs/benchmarks.md), "
-                             "no-disconnect-watch (experiment); (a) uses the first, (b) runs each")
+    parser.add_argument("--servers", default="flowcast,granian",
+                        help="HTTP servers hosting the origin app, compared side by side: flowcast (origin/http1.py, "
+                             "what flowcast up runs for plain HTTP) and granian (what it runs for TLS); (b) and (c) "
+                             "run the first unless --fanout-servers says otherwise")
+    parser.add_argument("--fanout-servers", default=None, help="comma list for (b); default: the first of --servers")
+    parser.add_argument("--viewer-sched", choices=("normal", "idle"), default="normal",
+                        help="idle: viewer processes run SCHED_IDLE, so origin processes sharing their core "
+                             "(origin.workers) run first at each publish")
     parser.add_argument("--fanout-reps", type=int, default=2)
     parser.add_argument("--workers", default="1", help="origin processes, e.g. 1,2 (origin.workers)")
     parser.add_argument("--worker-cores", default="1", help="cores for the worker processes")
@@ -553,11 +564,11 @@ def main() -> None:
     parser.add_argument("--profile-out", default="/tmp/flowcast-origin-profile.txt",
                         help="where to keep py-spy's raw (collapsed) stacks")
     args = parser.parse_args()
-    apps = args.app.split(",")
-    for a in apps:
-        if a not in ("current", "proposed", "no-disconnect-watch"):
-            parser.error(f"unknown --app {a}")
-    args.app = apps[0]
+    args.servers = args.servers.split(",")
+    for name in args.servers:
+        if name not in ("flowcast", "granian"):
+            parser.error(f"unknown server {name}")
+    apps = args.fanout_servers.split(",") if args.fanout_servers else args.servers[:1]
     worker_counts = [int(w) for w in args.workers.split(",")]
     args.workers = worker_counts[0]
     os.sched_setaffinity(0, {args.client_core})
@@ -566,7 +577,8 @@ def main() -> None:
 
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}")
     print(f"versions: {version([NGINX, '-v'])}, granian {granian.__version__}, {version(['wrk', '-v'])}")
-    print(f"origin apps: {','.join(apps)} on {args.loop}; server core {args.server_core}, client core {args.client_core}; "
+    print(f"origin servers: {','.join(args.servers)} on {args.loop}; server core {args.server_core}, "
+          f"client core {args.client_core}; "
           f"load average at start {loadavg()}\n")
     with tempfile.TemporaryDirectory(prefix="flowcast-origin-bench-") as d:
         tmp = Path(d)
@@ -576,13 +588,14 @@ def main() -> None:
             rows = requests_per_second(args, tmp)
             print(f"wrk -t{args.wrk_threads} -c{args.wrk_conns} -d{args.wrk_seconds:g}s, {args.reps} runs each "
                   "(median), server on one core\n")
-            print("| object | bytes | flowcast req/s | nginx req/s | flowcast/nginx | req per server CPU-s "
-                  "flowcast / nginx (ratio) | runs flowcast | runs nginx | load avg (first .. last run) |")
-            print("|---|---|---|---|---|---|---|---|---|")
+            print("| object | bytes | server | origin req/s | nginx req/s | origin/nginx | req per server CPU-s "
+                  "origin / nginx (ratio) | runs origin | runs nginx | load avg (first .. last run) |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
                 runs_f = " ".join(f"{x:.0f}" for x in r["runs_f"])
                 runs_n = " ".join(f"{x:.0f}" for x in r["runs_n"])
-                print(f"| {r['object']} | {r['bytes']} | {r['flowcast']:.0f} | {r['nginx']:.0f} | {r['ratio']:.2f} "
+                print(f"| {r['object']} | {r['bytes']} | {r['server']} | {r['flowcast']:.0f} | {r['nginx']:.0f} "
+                      f"| {r['ratio']:.2f} "
                       f"| {r['cpu_f']:.0f} / {r['cpu_n']:.0f} ({r['cpu_f'] / r['cpu_n']:.2f}) "
                       f"| {runs_f} | {runs_n} | {r['load']} |")
             print()
@@ -603,16 +616,15 @@ def main() -> None:
                 for n in (int(x) for x in args.viewers.split(",")):
                     for app in apps:
                         for w in worker_counts:
-                            args.app, args.workers = app, w
-                            res = fanout(args, tmp / f"{app}{w}w{rep}", n)
-                            res["app"], res["workers"] = app, w
+                            args.workers = w
+                            res = fanout(args, tmp / f"{app}{w}w{rep}", n, app)
+                            res["server"], res["workers"] = app, w
                             results.append(res)
                             print(f"  (b) {app} x{w} {n} viewers: last served p50 {res['last_p50']:.0f} ms "
                                   f"p99 {res['last_p99']:.0f} ms, every part {res['every_part']:.1%}, "
                                   f"{res['us_per_response']:.0f} us/response, origin cpu {res['origin_cpu']:.0%}, "
                                   f"load {res['load']}", file=sys.stderr, flush=True)
-            args.app = apps[0]
-            results.sort(key=lambda r: (apps.index(r["app"]), r["workers"], r["viewers"]))
+            results.sort(key=lambda r: (apps.index(r["server"]), r["workers"], r["viewers"]))
             print(f"blocking reload, a part every 200 ms, {args.publishes} publishes measured after "
                   f"{args.warmup} warm-up, viewers in {args.viewer_procs} processes, {args.fanout_reps} runs "
                   "per row (one line each); last-served percentiles over the publishes that at least one viewer got "
@@ -623,7 +635,7 @@ def main() -> None:
                   "| projected ms on a dedicated core (viewers x µs) | viewer CPU | load avg | CPU PSI some avg10 |")
             print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             for r in results:
-                print(f"| {r['app']}, {r['workers']} process{'es' if r['workers'] > 1 else ''} | {r['viewers']} | {r['last_p50']:.0f} | {r['last_p99']:.0f} | {r['last_max']:.0f} "
+                print(f"| {r['server']}, {r['workers']} process{'es' if r['workers'] > 1 else ''} | {r['viewers']} | {r['last_p50']:.0f} | {r['last_p99']:.0f} | {r['last_max']:.0f} "
                       f"| {r['median_viewer_p50']:.0f} | {r['every_part']:.1%} | {r['pairs_served']:.1%} "
                       f"| {r['unserved_publishes']} "
                       f"| {r['errors']}/{r['timeouts']} | {r['origin_cpu']:.0%} | {r['us_per_response']:.0f} "
@@ -632,9 +644,8 @@ def main() -> None:
         if args.profile:
             n = max(int(x) for x in args.viewers.split(","))
             (tmp / "prof").mkdir()
-            args.app = apps[-1]
-            res = fanout(args, tmp / "prof", n, profile=True)
-            print(f"profiled run ({args.app}, {n} viewers, under py-spy): last served p50 "
+            res = fanout(args, tmp / "prof", n, apps[-1], profile=True)
+            print(f"profiled run ({apps[-1]}, {n} viewers, under py-spy): last served p50 "
                   f"{res['last_p50']:.0f} ms, {res['us_per_response']:.0f} µs/response\n")
             prof = tmp / "prof" / "profile.txt"
             if prof.exists():

@@ -112,94 +112,17 @@ def _publish(store, index: int) -> None:  # noqa: ANN001 - MediaStore, imported 
     )
 
 
-def proposed_app_class(watch_disconnect: bool = True):  # noqa: ANN201
-    """OriginApp with the ``_race`` fix proposed in docs/benchmarks.md (``--app proposed``).
-
-    Kept here, not in origin/app.py, so the figures of the fix can be measured side by
-    side while app.py has another owner. Same behaviour: a held request ends when its
-    wait ends, its client goes away, or the app closes.
-    """
-    from flowcast.origin import app as app_mod
-
-    class ProposedOriginApp(app_mod.OriginApp):
-        def __init__(self, *a, **kw) -> None:  # noqa: ANN002, ANN003
-            super().__init__(*a, **kw)
-            self._held: set[asyncio.Future[None]] = set()
-
-        def close(self) -> None:
-            super().close()
-            for waiter in self._held:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-        async def _race(self, proto, aw, disconnect=None):  # noqa: ANN001, ANN202
-            closing = self._closing
-            if closing is not None and closing.done():
-                if asyncio.iscoroutine(aw):
-                    aw.close()
-                raise app_mod._ShuttingDown
-            task = asyncio.ensure_future(aw)
-            own = disconnect is None
-            if disconnect is None:
-                # Experiment ``--app no-disconnect-watch``: what the per-request watcher
-                # costs (an abandoned hold then lasts until its own bound, 3 TD at most).
-                disconnect = (
-                    asyncio.ensure_future(proto.client_disconnect())
-                    if watch_disconnect
-                    else asyncio.get_running_loop().create_future()
-                )
-            # One waiter per request, resolved by the request's own futures or by
-            # close(); no shared future: asyncio.wait() removes its callback from every
-            # future it waited on, and remove_done_callback scans the callback list.
-            waiter = asyncio.get_running_loop().create_future()
-
-            def wake(_: object) -> None:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-            task.add_done_callback(wake)
-            disconnect.add_done_callback(wake)
-            self._held.add(waiter)
-            try:
-                await waiter
-            except BaseException:
-                task.cancel()
-                if own:
-                    disconnect.cancel()
-                raise
-            finally:
-                self._held.discard(waiter)
-                task.remove_done_callback(wake)
-                disconnect.remove_done_callback(wake)
-            if task.done():
-                if own:
-                    disconnect.cancel()
-                return task.result()
-            task.cancel()
-            if own:
-                disconnect.cancel()
-            if self._closing is not None and self._closing.done():
-                raise app_mod._ShuttingDown
-            raise app_mod._Disconnected
-
-    return ProposedOriginApp
-
-
 async def _run(args: argparse.Namespace) -> None:
     from flowcast.origin.app import OriginApp
     from flowcast.origin.metrics import OriginMetrics
-    from flowcast.origin.server import serve
+    from flowcast.origin.server import serve, tune_gc
     from flowcast.origin.store import MediaStore
 
     static = Path(args.tmp) / "web"
     static.mkdir(parents=True, exist_ok=True)
     store = MediaStore()
     metrics = OriginMetrics()
-    if args.app == "current":
-        cls = OriginApp
-    else:
-        cls = proposed_app_class(watch_disconnect=args.app == "proposed")
-    app = cls(store, static_dir=static, vendor_dirs={}, metrics=metrics)
+    app = OriginApp(store, static_dir=static, vendor_dirs={}, metrics=metrics)
     index = 40 * PARTS_PER_SEGMENT  # start mid-stream: the window is full
     if args.mode == "static":
         msn, part = position(40 * PARTS_PER_SEGMENT + PARTS_PER_SEGMENT - 1)
@@ -217,7 +140,8 @@ async def _run(args: argparse.Namespace) -> None:
     else:
         _publish(store, index)
 
-    handle = await serve(app, "127.0.0.1", args.port, backlog=args.backlog)
+    handle = await serve(app, "127.0.0.1", args.port, backlog=args.backlog, server=args.server,
+                         reuse_port=args.workers > 1)
     pool = None
     if args.workers > 1:
         # origin.workers: the other processes share the port and serve from replicas.
@@ -229,8 +153,10 @@ async def _run(args: argparse.Namespace) -> None:
         await pool.start()
         for k, pid in enumerate(pool.pids):
             core = args.worker_cores[k % len(args.worker_cores)]
-            for tid in os.listdir(f"/proc/{pid}/task"):  # every thread: granian's run in Rust
+            for tid in os.listdir(f"/proc/{pid}/task"):  # every thread (granian's Rust ones too)
                 os.sched_setaffinity(int(tid), {core})
+    if args.gc == "tuned":
+        tune_gc()  # as flowcast up does once started
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -268,11 +194,13 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=4096)
     parser.add_argument("--tmp", default="/tmp")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--gc", choices=("tuned", "default"), default="tuned",
+                        help="tuned: origin.server.tune_gc() after start-up, as flowcast up does")
+    parser.add_argument("--server", choices=("flowcast", "granian"), default="flowcast",
+                        help="the HTTP/1.1 server hosting the app: ours (origin/http1.py) or granian's")
     parser.add_argument("--workers", type=int, default=1, help="origin processes sharing the port (origin.workers)")
     parser.add_argument("--worker-cores", type=lambda v: [int(c) for c in v.split(",")], default=[1],
                         help="cores for the worker processes (round robin)")
-    parser.add_argument("--app", choices=("current", "proposed", "no-disconnect-watch"), default="current",
-                        help="proposed: OriginApp with the _race fix of docs/benchmarks.md")
     args = parser.parse_args()
     # Pin before granian starts its runtime threads: they inherit the main thread's mask.
     os.sched_setaffinity(0, {args.core})

@@ -103,7 +103,7 @@ def test_object_hold_only_when_expected_and_bounded():
         with pytest.raises(WaitTimeout):
             await store.wait_object("s/v/part2.m4s")
         assert store.hold_bound("s/v/part2.m4s") is None  # expired, and no live playlist in s/v
-        assert not store._object_pulses  # no leftover waiter state
+        assert not store._object_holds  # no leftover waiter state
 
     run(main())
 
@@ -128,13 +128,14 @@ def test_growing_object_chunks_then_complete():
     run(main())
 
 
-def test_one_publish_wakes_ten_thousand_waiters_through_one_event():
+def test_one_publish_wakes_ten_thousand_waiters_through_one_hold():
     async def main():
         store = MediaStore()
         publish(store, "s/v/p.m3u8", 1, 0)
         waiters = [asyncio.ensure_future(store.wait_playlist("s/v/p.m3u8", 1, 1, 5)) for _ in range(10_000)]
         await asyncio.sleep(0)
-        assert len(store._playlist_waiters["s/v/p.m3u8"].events) == 1  # one primitive, shared
+        holds = store._playlist_waiters["s/v/p.m3u8"].holds
+        assert len(holds) == 1 and len(next(iter(holds.values()))) == 10_000  # one hold, shared
         publish(store, "s/v/p.m3u8", 1, 1)
         results = await asyncio.gather(*waiters)
         assert all(r.part == 1 for r in results)

@@ -72,8 +72,19 @@ def parse_directives(query: str) -> tuple[int | None, int | None, str | None]:
     """
     if not query:
         return None, None, None  # a plain playlist request: most of them
+    hit = _directives.get(query)
+    if hit is not None:
+        return hit  # every viewer of a rendition asks for the same next part
     d = _package_parse(query)
-    return d.msn, d.part, (d.skip or None)
+    if len(_directives) >= _MEMO_MAX:
+        _directives.clear()
+    hit = _directives[query] = (d.msn, d.part, (d.skip or None))
+    return hit
+
+
+_directives: dict[str, tuple[int | None, int | None, str | None]] = {}
+_live_keys: dict[str, str] = {}  # request path under /live/ -> store key, once checked (safe_segments)
+_MEMO_MAX = 8192  # distinct queries (or paths) remembered; then forgotten all at once
 
 
 def advance_part_limit(part_target: float | None) -> float:
@@ -85,6 +96,8 @@ def advance_part_limit(part_target: float | None) -> float:
 
 def check_directive_bounds(pl: Playlist, msn: int, part: int | None) -> None:
     """Raise BadDirective when the request is too far ahead of the playlist (6.2.5.2)."""
+    if msn == pl.msn and part is not None and part <= pl.part + 1:
+        return  # the next part: what every live viewer asks for
     if msn > pl.msn + 2:
         raise BadDirective(f"_HLS_msn={msn} is more than 2 past the last segment {pl.msn}")
     if part is None:
@@ -345,6 +358,18 @@ class OriginApp:
             return  # no websockets on the origin
         method = scope.method
         path = scope.path
+        if path.startswith("/live/") and (method == "GET" or method == "HEAD") \
+                and self.tracing is None and self.telemetry is None:
+            # Nearly every request: media with no tracing or access recording around it.
+            try:
+                held = self._live(scope, proto, path[6:], method == "HEAD")
+                if held is not None:
+                    await held
+            except _ShuttingDown:
+                self._shutting_down(proto, method == "HEAD")
+            except _Disconnected:
+                self.metrics.observe("other", 499, 0)
+            return
         if method == "OPTIONS":
             self._preflight(scope, proto)
             return
@@ -383,14 +408,19 @@ class OriginApp:
             else:
                 self._static_route(scope, proto, path, head)
         except _ShuttingDown:
-            headers = [("cache-control", "no-store"), ("retry-after", "1"), *_CORS]
-            self._bytes(proto, 503, headers, b"shutting down\n", head, "other")
+            self._shutting_down(proto, head)
         except _Disconnected:
             self.metrics.observe("other", 499, 0)  # nginx's "client closed request"
 
+    def _shutting_down(self, proto: Any, head: bool) -> None:
+        headers = [("cache-control", "no-store"), ("retry-after", "1"), *_CORS]
+        self._bytes(proto, 503, headers, b"shutting down\n", head, "other")
+
     async def _serve_live(self, scope: Any, proto: Any, path: str, head: bool) -> None:
         if self.telemetry is None:
-            await self._live(scope, proto, path[6:], head)
+            held = self._live(scope, proto, path[6:], head)
+            if held is not None:
+                await held
         else:
             await self._live_recorded(scope, proto, path, head)
 
@@ -400,7 +430,9 @@ class OriginApp:
         ts = time.time()
         rec = RecordingProto(proto, time.perf_counter())
         try:
-            await self._live(scope, rec, path[6:], head)
+            held = self._live(scope, rec, path[6:], head)
+            if held is not None:
+                await held
         finally:
             assert self.telemetry is not None
             self.telemetry.record_access(
@@ -457,14 +489,24 @@ class OriginApp:
 
     # -- /live ---------------------------------------------------------------------------
 
-    async def _live(self, scope: Any, proto: Any, rel: str, head: bool) -> None:
-        parts = safe_segments(rel)
-        if parts is None or len(parts) < 2:
-            self._not_found(proto, head, "other")
-            return
+    def _live(self, scope: Any, proto: Any, rel: str, head: bool) -> Awaitable[None] | None:
+        """Answer a /live/ request now, or return what answers it once it has waited.
+
+        Not a coroutine: most requests are answered at once, and for a held one only the
+        returned coroutine (one frame, not a chain of them) stays alive while it waits.
+        """
+        key = _live_keys.get(rel)
+        if key is None:
+            parts = safe_segments(rel)
+            if parts is None or len(parts) < 2:
+                self._not_found(proto, head, "other")
+                return None
+            if len(_live_keys) >= _MEMO_MAX:
+                _live_keys.clear()
+            key = _live_keys[rel] = "/".join(parts)
         if self.access is not None:
             refusal = self.access.check(
-                "/live/" + "/".join(parts),
+                "/live/" + key,
                 scope.query_string,
                 scope.headers.get("cookie"),
                 scope.client.rsplit(":", 1)[0].strip("[]") if scope.client else None,
@@ -473,8 +515,7 @@ class OriginApp:
             if refusal is not None:
                 headers = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store"), *_CORS]
                 self._bytes(proto, refusal.status, headers, refusal.body, head, "other")
-                return
-        key = "/".join(parts)
+                return None
         store, private = self.store, False
         if self.variants is not None:
             try:
@@ -483,7 +524,7 @@ class OriginApp:
                 log.warning("refused (%s): %s path=/live/%s", exc.status, exc, key)
                 headers = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store"), *_CORS]
                 self._bytes(proto, exc.status, headers, b"Forbidden\n", head, "other")
-                return
+                return None
             if variant is not None:
                 # Per-session bytes: no shared cache may hand them to another session.
                 private = True
@@ -491,25 +532,28 @@ class OriginApp:
                     store = self.variant_store
         pl = self.store.playlist(key)
         if pl is not None:
-            await self._playlist(scope, proto, key, pl, head)
-            return
+            return self._playlist(scope, proto, key, pl, head)
         obj = store.get(key)
-        held = False
         if obj is None:
             bound = store.hold_bound(key)
             if bound is None:
                 self._not_found(proto, head, "other")
-                return
-            held = True
-            resource = bound[1].value
-            gauge = self.metrics.waiting_child(resource)
-            gauge.inc()
-            started = asyncio.get_running_loop().time()
-            outcome = "served"
+                return None
+            return self._object_held(scope, proto, key, bound[1].value, head, store, private)
+        if isinstance(obj, Growing):
+            return self._growing(proto, key, obj, head, False, store=store, private=private)
+        self._object(scope, proto, key, obj, head, False, private=private)
+        return None
+
+    async def _object_held(
+        self, scope: Any, proto: Any, key: str, resource: str, head: bool, store: MediaStore, private: bool
+    ) -> None:
+        """A part or segment asked for before it exists (6.2.6 preload hint, early DASH)."""
+        with self.metrics.holding(resource) as hold:
             try:
                 obj = await self._race(proto, store.wait_object(key))
             except (WaitTimeout, KeyError):
-                outcome = "timeout"
+                hold.outcome = "timeout"
                 headers = [
                     ("content-type", "text/plain; charset=utf-8"),
                     ("cache-control", self.cache.media_error(held=True)),
@@ -518,17 +562,12 @@ class OriginApp:
                 self._bytes(proto, 404, headers, b"not found\n", head, resource)
                 return
             except _Disconnected:
-                outcome = "disconnected"
+                hold.outcome = "disconnected"
                 raise
-            finally:
-                gauge.dec()
-                self.metrics.wait_child(resource, outcome).observe(
-                    asyncio.get_running_loop().time() - started
-                )
         if isinstance(obj, Growing):
-            await self._growing(proto, key, obj, head, held, store=store, private=private)
+            await self._growing(proto, key, obj, head, True, store=store, private=private)
         else:
-            self._object(scope, proto, key, obj, head, held, private=private)
+            self._object(scope, proto, key, obj, head, True, private=private)
 
     def _token_claims(self, scope: Any) -> TokenClaims | None:
         """The claims of the request's token (already checked by ``access``), for its session id."""
@@ -543,7 +582,26 @@ class OriginApp:
     def _object(
         self, scope: Any, proto: Any, key: str, obj: StoredObject, head: bool, held: bool, *, private: bool = False
     ) -> None:
+        gz = obj.gzip is not None and accepts_gzip(scope.headers.get("accept-encoding"))
         td = self.store.target_duration_for(key)
+        variant = (held, private, gz, td)
+        answer = obj.memo.get(variant)
+        if answer is None:
+            answer = obj.memo[variant] = self._object_answer(key, obj, held, private, gz, td)
+        headers, body, etag = answer
+        if scope.headers.get("if-none-match") == etag:
+            self._empty(proto, 304, headers, obj.kind.value)
+            return
+        if head:
+            self._bytes(proto, 200, headers, body, True, obj.kind.value)
+            return
+        proto.response_bytes(200, headers + self._always if self._always else headers, body)
+        self.metrics.observe(obj.kind.value, 200, len(body))
+
+    def _object_answer(
+        self, key: str, obj: StoredObject, held: bool, private: bool, gz: bool, td: float | None
+    ) -> tuple[Headers, bytes, str]:
+        """Headers, body and ETag of one way of answering for ``obj`` (built once per way)."""
         cc = self.cache.media(obj.kind, held=held, target_duration=td)
         headers = [
             ("content-type", _media_type(key, obj.kind)),
@@ -555,15 +613,12 @@ class OriginApp:
         etag = obj.etag
         if obj.gzip is not None:
             headers.append(("vary", "Accept-Encoding"))
-            if accepts_gzip(scope.headers.get("accept-encoding")):
+            if gz:
                 body = obj.gzip
                 etag = etag[:-1] + '.gz"'
                 headers.append(("content-encoding", "gzip"))
         headers.append(("etag", etag))
-        if scope.headers.get("if-none-match") == etag:
-            self._empty(proto, 304, headers, obj.kind.value)
-            return
-        self._bytes(proto, 200, headers, body, head, obj.kind.value)
+        return headers, body, etag
 
     async def _growing(
         self,
@@ -587,8 +642,8 @@ class OriginApp:
         if head:
             self._empty(proto, 200, headers, resource)
             return
-        # No Content-Length: granian answers HTTP/1.1 with chunked transfer encoding and
-        # HTTP/2 with a streamed body, each CMAF chunk sent as soon as it is appended.
+        # No Content-Length: HTTP/1.1 gets chunked transfer coding and HTTP/2 (granian) a
+        # streamed body, each CMAF chunk sent as soon as it is appended.
         transport = proto.response_stream(200, headers + self._always)
         sent = 0
         index = 0
@@ -614,14 +669,16 @@ class OriginApp:
                     sent = len(obj.data)
         except _Disconnected:
             pass
-        except Exception:  # noqa: BLE001 - granian raises its own ProtocolClosed on a dead peer
+        except Exception:  # noqa: BLE001 - a dead peer: http1.ClientGone, or granian's ProtocolClosed
             log.debug("stream of %s ended early", key, exc_info=True)
         finally:
             gauge.dec()
             disconnect.cancel()
         self.metrics.observe(resource, 200, sent)
 
-    async def _playlist(self, scope: Any, proto: Any, key: str, pl: Playlist, head: bool) -> None:
+    def _playlist(self, scope: Any, proto: Any, key: str, pl: Playlist, head: bool) -> Awaitable[None] | None:
+        """A media playlist request: answered now, or (blocking reload, 6.2.5.2) the
+        coroutine that answers it once the playlist has what was asked for."""
         try:
             msn, part, skip = parse_directives(scope.query_string)
             blocking = msn is not None and not pl.ended  # 6.2.5.2: ignored after ENDLIST
@@ -634,28 +691,30 @@ class OriginApp:
                 *_CORS,
             ]
             self._bytes(proto, exc.status, headers, f"{exc}\n".encode(), head, "playlist")
-            return
-
+            return None
         if blocking and not pl.satisfies(msn, part):
-            gauge = self.metrics.waiting_child("playlist")
-            gauge.inc()
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            outcome = "served"
+            return self._playlist_held(scope, proto, key, pl, msn, part, skip, head)  # type: ignore[arg-type]
+        self._playlist_now(scope, proto, pl, blocking, skip, head)
+        return None
+
+    async def _playlist_held(
+        self, scope: Any, proto: Any, key: str, pl: Playlist, msn: int, part: int | None, skip: str | None,
+        head: bool,
+    ) -> None:
+        with self.metrics.holding("playlist") as hold:
             try:
-                timeout = self.blocking_timeout_tds * pl.target_duration
                 # Awaited in the request's own task, with no disconnect watch: a publish wakes
                 # thousands of these at once, and a Task plus a watcher per request was half
                 # the CPU of each response (docs/benchmarks.md, fan-out). A client that left
                 # is answered into its closed connection at the next part (<= 3 TD).
                 if self._closing is not None and self._closing.done():
                     raise _ShuttingDown
-                pl = await self.store.wait_playlist(key, msn, part, timeout)
+                pl = await self.store.wait_playlist(key, msn, part, self.blocking_timeout_tds * pl.target_duration)
             except WaitTimeout:
                 if self._closing is not None and self._closing.done():
-                    outcome = "shutdown"
+                    hold.outcome = "shutdown"
                     raise _ShuttingDown from None
-                outcome = "timeout"
+                hold.outcome = "timeout"
                 # 6.2.5.2: blocked for more than 3 target durations -> 503.
                 headers = [
                     ("content-type", "text/plain; charset=utf-8"),
@@ -666,39 +725,48 @@ class OriginApp:
                 self._bytes(proto, 503, headers, b"playlist did not advance\n", head, "playlist")
                 return
             except (PlaylistGone, KeyError):
-                outcome = "gone"
+                hold.outcome = "gone"
                 self._not_found(proto, head, "playlist")
                 return
             except _Disconnected:
-                outcome = "disconnected"
+                hold.outcome = "disconnected"
                 raise
-            finally:
-                gauge.dec()
-                self.metrics.wait_child("playlist", outcome).observe(loop.time() - started)
-            blocking = not pl.ended
+        self._playlist_now(scope, proto, pl, not pl.ended, skip, head)
 
+    def _playlist_now(self, scope: Any, proto: Any, pl: Playlist, blocking: bool, skip: str | None, head: bool) -> None:
         use_delta = skip is not None and pl.delta is not None and not pl.ended
+        gz = accepts_gzip(scope.headers.get("accept-encoding"))
+        variant = (blocking, use_delta, gz)
+        answer = pl.memo.get(variant)
+        if answer is None:
+            answer = pl.memo[variant] = self._playlist_answer(pl, blocking, use_delta, gz)
+        headers, body, etag = answer  # type: ignore[misc]
+        if not blocking and scope.headers.get("if-none-match") == etag:
+            self._empty(proto, 304, headers, "playlist")
+            return
+        if head:
+            self._bytes(proto, 200, headers, body, True, "playlist")
+            return
+        proto.response_bytes(200, headers + self._always if self._always else headers, body)
+        self.metrics.observe("playlist", 200, len(body))
+
+    def _playlist_answer(self, pl: Playlist, blocking: bool, use_delta: bool, gz: bool) -> tuple[Headers, bytes, str]:
+        """Headers, body and ETag of one way of answering with ``pl`` (built once per way)."""
         body = pl.delta if use_delta else pl.full
         etag = pl.etag[:-1] + (".d" if use_delta else "") + '"'
         headers = [
             ("content-type", "application/vnd.apple.mpegurl"),
-            (
-                "cache-control",
-                self.cache.playlist(pl.target_duration, blocking=blocking, ended=pl.ended),
-            ),
+            ("cache-control", self.cache.playlist(pl.target_duration, blocking=blocking, ended=pl.ended)),
             ("vary", "Accept-Encoding"),
             ("last-modified", pl.last_modified),
             *_CORS,
         ]
-        if accepts_gzip(scope.headers.get("accept-encoding")):
+        if gz:
             body = pl.delta_gzip if use_delta else pl.full_gzip
             etag = etag[:-1] + '.gz"'
             headers.append(("content-encoding", "gzip"))
         headers.append(("etag", etag))
-        if not blocking and scope.headers.get("if-none-match") == etag:
-            self._empty(proto, 304, headers, "playlist")
-            return
-        self._bytes(proto, 200, headers, body, head, "playlist")  # type: ignore[arg-type]
+        return headers, body, etag  # type: ignore[return-value]
 
     # -- /time, static, vendor ------------------------------------------------------------
 

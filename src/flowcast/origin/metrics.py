@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["OriginMetrics"]
@@ -43,6 +45,92 @@ class _RequestCounters:
         yield sent
 
 
+class PlainGauge:
+    """A gauge child as a plain number: held requests come and go thousands of times a
+    second, and a prometheus_client Gauge takes a lock on each."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+
+class PlainHistogram:
+    """A histogram child as plain bucket counts (same reason as PlainGauge)."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_WAIT_BUCKETS) + 1)  # the last one: +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(_WAIT_BUCKETS, value)] += 1
+        self.sum += value
+
+
+class HoldTimer:
+    """``with metrics.holding(resource) as hold:`` around a request's hold: counted as held
+    while inside, then its time observed under ``hold.outcome`` (set it on the way out)."""
+
+    __slots__ = ("_gauge", "_metrics", "_resource", "_started", "outcome")
+
+    def __init__(self, metrics: OriginMetrics, resource: str) -> None:
+        self._metrics = metrics
+        self._resource = resource
+        self._gauge = metrics.waiting_child(resource)
+        self.outcome = "served"
+
+    def __enter__(self) -> HoldTimer:
+        self._gauge.value += 1
+        self._started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._gauge.value -= 1
+        self._metrics.wait_child(self._resource, self.outcome).observe(time.monotonic() - self._started)
+
+
+class _HoldMetrics:
+    """flowcast_origin_waiting_requests{resource} and flowcast_origin_hold_seconds
+    {resource,outcome}, read from the plain children at scrape time."""
+
+    def __init__(self, gauges: dict[str, PlainGauge], histograms: dict[tuple[str, str], PlainHistogram]) -> None:
+        self._gauges = gauges
+        self._histograms = histograms
+
+    def describe(self) -> Iterator[object]:
+        return iter(())
+
+    def collect(self) -> Iterator[object]:
+        waiting = GaugeMetricFamily(
+            "flowcast_origin_waiting_requests",
+            "Requests currently held (blocking reload, preload hint, growing segment)",
+            labels=("resource",),
+        )
+        for resource, gauge in list(self._gauges.items()):
+            waiting.add_metric((resource,), gauge.value)
+        hold = HistogramMetricFamily(
+            "flowcast_origin_hold_seconds",
+            "Time a request was held: blocking playlist reload or a part/segment not yet published",
+            labels=("resource", "outcome"),
+        )
+        for (resource, outcome), h in list(self._histograms.items()):
+            running, buckets = 0, []
+            for bound, n in zip((*_WAIT_BUCKETS, float("inf")), h.counts):
+                running += n
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", running))
+            hold.add_metric((resource, outcome), buckets, h.sum)
+        yield waiting
+        yield hold
+
+
 class OriginMetrics:
     """Requests by resource type and status, bytes, hold times, requests being held.
 
@@ -56,22 +144,10 @@ class OriginMetrics:
         # (RequestCounters): counted once per response, where a prometheus_client Counter
         # (a lock and checks per inc) was a fifth of the origin's own time per request.
         self._counts: dict[tuple[str, int], list[int]] = {}
-        self._waiting_children: dict[str, Gauge] = {}
-        self._wait_children: dict[tuple[str, str], Histogram] = {}
+        self._waiting_children: dict[str, PlainGauge] = {}
+        self._wait_children: dict[tuple[str, str], PlainHistogram] = {}
         self.registry.register(_RequestCounters(self._counts))
-        self.wait = Histogram(
-            "flowcast_origin_hold_seconds",
-            "Time a request was held: blocking playlist reload or a part/segment not yet published",
-            ("resource", "outcome"),
-            buckets=_WAIT_BUCKETS,
-            registry=self.registry,
-        )
-        self.waiting = Gauge(
-            "flowcast_origin_waiting_requests",
-            "Requests currently held (blocking reload, preload hint, growing segment)",
-            ("resource",),
-            registry=self.registry,
-        )
+        self.registry.register(_HoldMetrics(self._waiting_children, self._wait_children))
 
         self.encoder_speed = Gauge(
             "flowcast_encoder_speed_ratio", "FFmpeg speed (1.0 = real time)", registry=self.registry
@@ -101,17 +177,20 @@ class OriginMetrics:
         self.parts.labels(rendition).inc()
         self.publish_lag.labels(rendition).observe(max(lag_s, 0.0))
 
-    def waiting_child(self, resource: str) -> Gauge:
-        """The held-requests gauge of a resource, looked up once (not per held request)."""
+    def holding(self, resource: str) -> HoldTimer:
+        return HoldTimer(self, resource)
+
+    def waiting_child(self, resource: str) -> PlainGauge:
+        """The held-requests gauge of a resource."""
         child = self._waiting_children.get(resource)
         if child is None:
-            child = self._waiting_children[resource] = self.waiting.labels(resource)
+            child = self._waiting_children[resource] = PlainGauge()
         return child
 
-    def wait_child(self, resource: str, outcome: str) -> Histogram:
+    def wait_child(self, resource: str, outcome: str) -> PlainHistogram:
         child = self._wait_children.get((resource, outcome))
         if child is None:
-            child = self._wait_children[(resource, outcome)] = self.wait.labels(resource, outcome)
+            child = self._wait_children[(resource, outcome)] = PlainHistogram()
         return child
 
     def observe(self, resource: str, status: int, nbytes: int) -> None:
@@ -138,12 +217,7 @@ class OriginMetrics:
 
     def waiting_now(self, resource: str | None = None) -> float:
         """Current number of held requests (all resources when ``resource`` is None)."""
-        total = 0.0
-        for metric in self.waiting.collect():
-            for sample in metric.samples:
-                if resource is None or sample.labels.get("resource") == resource:
-                    total += sample.value
-        return total
+        return float(sum(g.value for r, g in list(self._waiting_children.items()) if resource in (None, r)))
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -20,7 +20,7 @@ from flowcast.origin.app import OriginApp, npm_vendor_dirs
 from flowcast.origin.license import ClearKeyLicenseServer
 from flowcast.origin.metrics import OriginMetrics
 from flowcast.origin.pipeline import LivePipeline
-from flowcast.origin.server import ServerHandle, serve
+from flowcast.origin.server import ServerHandle, serve, tune_gc
 from flowcast.origin.store import MediaStore
 from flowcast.origin.telemetry_routes import TelemetryService
 from flowcast.origin.chaos import ChaosControl
@@ -284,7 +284,8 @@ class LiveStack:
             cert, key = self_signed(Path(self.config.data_dir) / "tls", ["localhost", "127.0.0.1", origin.host])
             log.warning("serving HTTPS with a self-signed development certificate: %s", cert)
         try:
-            self.server = await serve(self.app, origin.host, origin.port, ssl_cert=cert, ssl_key=key)
+            self.server = await serve(self.app, origin.host, origin.port, ssl_cert=cert, ssl_key=key,
+                                      reuse_port=origin.workers > 1)
         except OSError as exc:
             raise StackError(f"cannot listen on {origin.host}:{origin.port}: {exc.strerror}") from None
         if origin.workers > 1:
@@ -380,6 +381,7 @@ async def run_forever(config: FlowcastConfig) -> None:
     """`flowcast up`: start, print the URLs, run until SIGINT/SIGTERM."""
     stack = LiveStack(config)
     await stack.start()
+    tune_gc()  # a serving process from here on (not in-process test stacks)
     for name, url in stack.urls().items():
         print(f"{name:<13} {url}", flush=True)
     stop = asyncio.Event()

@@ -4,11 +4,15 @@ No HTTP here. The packager publishes pre-built bytes (objects, growing CMAF segm
 playlists rendered once per publish) and requests wait on asyncio primitives that a
 single publish wakes:
 
-- objects: one pulse (an ``asyncio.Event`` replaced on each publish) per waited-on path;
+- objects: one hold (``_Hold``) per waited-on path, released by its publish;
 - growing segments: one pulse per segment, fired on each appended chunk;
-- playlists: one event per distinct ``(msn, part)`` target, kept in a heap, so a publish
+- playlists: one hold per distinct ``(msn, part)`` target, kept in a heap, so a publish
   wakes exactly the waiters it satisfies (thousands of viewers waiting for the same next
-  part share one event) and nobody polls.
+  part share one hold) and nobody polls.
+
+A hold is a list of futures with one timer for all of them (their deadlines come in the
+order they arrived): a held request costs a future and a list entry, not an Event waiter
+plus a timer and a timeout context of its own (docs/benchmarks.md, fan-out).
 
 Everything runs on one event loop (the packager's); the methods are not thread-safe.
 
@@ -25,11 +29,13 @@ players see the origin stall exactly as if the packager had stopped (origin/chao
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import gzip
 import heapq
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -97,6 +103,9 @@ class StoredObject:
     gzip: bytes | None  # pre-compressed once, for text (manifests) only
     etag: str
     last_modified: str
+    # The origin app's responses for this object, built on first use (origin/app.py):
+    # the object never changes, so neither do they.
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +131,7 @@ class Playlist:
     etag: str
     last_modified: str
     complete_msn: int
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)  # as StoredObject's
 
     def satisfies(self, msn: int, part: int | None) -> bool:
         """True when segment ``msn`` (or part ``part`` of it) is in this playlist (6.2.5.2).
@@ -136,6 +146,60 @@ class Playlist:
         if part is None:
             return msn <= self.complete_msn
         return (msn, part) <= (self.msn, self.part)
+
+
+class _Hold:
+    """Futures waiting for one publish, each with a deadline; one timer for all of them.
+
+    ``add(deadline)`` gives a future that ``release()`` resolves, or that raises
+    WaitTimeout once its deadline passes first. Deadlines mostly arrive in order (one timeout per
+    playlist), so expiry pops from the front and re-arms the one timer.
+    """
+
+    __slots__ = ("_loop", "_entries", "_timer", "path")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, path: str) -> None:
+        self._loop = loop
+        self._entries: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, deadline: float) -> asyncio.Future[None]:
+        fut = self._loop.create_future()
+        entries = self._entries
+        if entries and deadline < entries[-1][0]:
+            bisect.insort(entries, (deadline, fut), key=lambda e: e[0])
+            if entries[0][1] is fut and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        else:
+            entries.append((deadline, fut))
+        if self._timer is None:
+            self._timer = self._loop.call_at(entries[0][0], self._expire)
+        return fut
+
+    def release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, fut in self._entries:
+            if not fut.done():
+                fut.set_result(None)
+        self._entries.clear()
+
+    def _expire(self) -> None:
+        self._timer = None
+        entries = self._entries
+        now = self._loop.time()
+        while entries and entries[0][0] <= now:
+            fut = entries.popleft()[1]
+            if not fut.done():
+                fut.set_exception(WaitTimeout(self.path))
+        if entries:
+            self._timer = self._loop.call_at(entries[0][0], self._expire)
 
 
 class _Pulse:
@@ -181,41 +245,42 @@ class _Expectation:
 
 @dataclass(slots=True)
 class _PlaylistWaiters:
-    """Per-playlist waiters: one event per distinct target, heap-ordered.
+    """Per-playlist waiters: one hold per distinct target, heap-ordered.
 
     ``parts`` holds (msn, part) targets released by the newest part position;
     ``segments`` holds msn targets released by the last complete segment.
     """
 
+    path: str
     parts: list[tuple[int, int]] = field(default_factory=list)
     segments: list[int] = field(default_factory=list)
-    events: dict[object, asyncio.Event] = field(default_factory=dict)
+    holds: dict[object, _Hold] = field(default_factory=dict)
 
-    def event_for(self, msn: int, part: int | None) -> asyncio.Event:
+    def hold_for(self, msn: int, part: int | None) -> _Hold:
         key: object = msn if part is None else (msn, part)
-        ev = self.events.get(key)
-        if ev is None:
-            ev = self.events[key] = asyncio.Event()
+        hold = self.holds.get(key)
+        if hold is None:
+            hold = self.holds[key] = _Hold(asyncio.get_running_loop(), self.path)
             if part is None:
                 heapq.heappush(self.segments, msn)
             else:
                 heapq.heappush(self.parts, (msn, part))
-        return ev
+        return hold
 
     def release(self, pl: Playlist) -> None:
-        events = self.events
+        holds = self.holds
         position = (pl.msn, pl.part)
         while self.parts and self.parts[0] <= position:
-            events.pop(heapq.heappop(self.parts)).set()
+            holds.pop(heapq.heappop(self.parts)).release()
         while self.segments and self.segments[0] <= pl.complete_msn:
-            events.pop(heapq.heappop(self.segments)).set()
+            holds.pop(heapq.heappop(self.segments)).release()
 
     def release_all(self) -> None:
-        for ev in self.events.values():
-            ev.set()
+        for hold in self.holds.values():
+            hold.release()
         self.parts.clear()
         self.segments.clear()
-        self.events.clear()
+        self.holds.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +322,7 @@ class MediaStore:
         self._growing: dict[str, Growing] = {}
         self._playlists: dict[str, Playlist] = {}
         self._expected: dict[str, _Expectation] = {}
-        self._object_pulses: dict[str, _Pulse] = {}
+        self._object_holds: dict[str, _Hold] = {}
         self._playlist_waiters: dict[str, _PlaylistWaiters] = {}
         self._dirs: dict[str, _DirInfo] = {}
         # Publication hold (chaos): the deferred publishes, in order, and when it ends.
@@ -574,7 +639,7 @@ class MediaStore:
                 waiters.release_all()
             else:
                 waiters.release(pl)
-            if not waiters.events:
+            if not waiters.holds:
                 del self._playlist_waiters[path]
         self._replicate(("put_playlist", path, full, delta, msn, part, target_duration, part_target, ended, complete_msn))
 
@@ -643,22 +708,16 @@ class MediaStore:
             self._speculative += 1
         try:
             while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if deadline <= loop.time():
                     raise WaitTimeout(path)
-                pulse = self._object_pulses.get(path)
-                if pulse is None:
-                    pulse = self._object_pulses[path] = _Pulse()
-                pulse.waiters += 1
+                hold = self._object_holds.get(path)
+                if hold is None:
+                    hold = self._object_holds[path] = _Hold(loop, path)
                 try:
-                    async with asyncio.timeout(remaining):
-                        await pulse.event.wait()
-                except TimeoutError:
-                    pass
+                    await hold.add(deadline)
                 finally:
-                    pulse.waiters -= 1
-                    if pulse.waiters == 0 and self._object_pulses.get(path) is pulse:
-                        del self._object_pulses[path]
+                    if not hold and self._object_holds.get(path) is hold:
+                        del self._object_holds[path]
                 obj = self.get(path)
                 if obj is not None:
                     return obj
@@ -676,23 +735,16 @@ class MediaStore:
         pl = self._playlists.get(path)
         if pl is None:
             raise KeyError(path)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         while not (pl.ended or pl.satisfies(msn, part)):
             if self._waits_ended:
                 raise WaitTimeout(path)
             waiters = self._playlist_waiters.get(path)
             if waiters is None:
-                waiters = self._playlist_waiters[path] = _PlaylistWaiters()
-            ev = waiters.event_for(msn, part)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+                waiters = self._playlist_waiters[path] = _PlaylistWaiters(path)
+            await waiters.hold_for(msn, part).add(deadline)
+            if self._waits_ended:
                 raise WaitTimeout(path)
-            try:
-                async with asyncio.timeout(remaining):
-                    await ev.wait()
-            except TimeoutError:
-                raise WaitTimeout(path) from None
             pl = self._playlists.get(path)
             if pl is None:
                 raise PlaylistGone(path)
@@ -709,6 +761,6 @@ class MediaStore:
     # -- internals -------------------------------------------------------------------
 
     def _fire_object(self, path: str) -> None:
-        pulse = self._object_pulses.pop(path, None)
-        if pulse is not None:
-            pulse.event.set()
+        hold = self._object_holds.pop(path, None)
+        if hold is not None:
+            hold.release()

@@ -2,7 +2,7 @@
 
 ``python -m flowcast.origin.worker_main FD``: FD is the worker's end of the socketpair.
 The first message is the hello (effective config, TLS files); then journal entries keep
-the replica store current while granian serves from it on the shared port.
+the replica store current while the HTTP server serves from it on the shared port.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from flowcast.config import FlowcastConfig
 from flowcast.origin.access import KID, MediaAccess, load_or_create_secret
 from flowcast.origin.app import OriginApp, npm_vendor_dirs
 from flowcast.origin.metrics import OriginMetrics
-from flowcast.origin.server import serve
+from flowcast.origin.server import serve, tune_gc
 from flowcast.origin.store import MediaStore
 from flowcast.origin.telemetry_routes import CMCD_HEADERS
 from flowcast.origin.wire import FrameReader, frame
@@ -173,7 +173,7 @@ async def run(fd: int) -> None:
         dispatch(msg)
     cert, key = hello[1]["tls_cert"], hello[1]["tls_key"]
     try:
-        handle = await serve(front, config.origin.host, config.origin.port,
+        handle = await serve(front, config.origin.host, config.origin.port, reuse_port=True,
                              ssl_cert=Path(cert) if cert else None, ssl_key=Path(key) if key else None)
         await asyncio.sleep(0.2)  # with SO_REUSEPORT the readiness probe may reach a sibling
         if handle.task.done():
@@ -183,6 +183,7 @@ async def run(fd: int) -> None:
         await writer.drain()
         return
     writer.write(frame(("ready",)))
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

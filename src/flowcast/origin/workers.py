@@ -1,7 +1,7 @@
 """Origin worker processes: more cores behind the same port.
 
 ``origin.workers: N`` runs N-1 worker processes beside the main one (the one that runs
-the packager). Each worker binds the same host:port (granian sets SO_REUSEPORT, so the
+the packager). Each worker binds the same host:port (with SO_REUSEPORT, so the
 kernel spreads connections over the processes) and serves ``/live/``, ``/vendor/`` and
 ``/time`` from its own replica of the main store. The replica is fed over a socketpair:
 a snapshot first, then every publish as the main store applies it
