@@ -10,8 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
-import socketserver
 import statistics
 import subprocess
 import sys
@@ -29,7 +27,7 @@ from tests.e2e.livestack import LiveProcess
 pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
 needs_delay = pytest.mark.skipif(netns.delay_available() is not None, reason=str(netns.delay_available()))
 RUN_S = 16.0
-VIEWERS = 20  # per namespace: stalls are rare events, so fewer viewers make the lossy ratio noisy
+VIEWERS = 30  # per namespace: stalls are rare events, so fewer viewers make the lossy ratio noisy
 
 
 def _names() -> list[str]:
@@ -116,15 +114,21 @@ def test_teardown_after_a_failed_setup(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "18556" not in _nat()
 
 
-class _Echo(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _EchoHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(4096):
-            self.request.sendall(data)
+# An echo server on 127.0.0.1 (its port on stdout), one thread per connection.
+_ECHO = """
+import socket, threading
+srv = socket.create_server(("127.0.0.1", 0))
+print(srv.getsockname()[1], flush=True)
+def echo(c):
+    with c:
+        while data := c.recv(4096):
+            c.sendall(data)
+while True:
+    threading.Thread(target=echo, args=(srv.accept()[0],), daemon=True).start()
+"""
+# Both ends of the measurement at nice -10, like the delayer: on a loaded machine a late
+# echo delays the ACK riding on it, and TCP would count that scheduling delay as RTT.
+NICE = ("nice", "-n", "-10")
 
 
 # Runs inside the namespace: ping-pong over one TCP connection, then what TCP itself measured
@@ -150,13 +154,13 @@ print(json.dumps({"app_ms": rtts, "srtt_ms": srtt / 1000, "rttvar_ms": rttvar / 
 
 @pytest.fixture()
 def echo() -> Iterator[int]:
-    srv = _Echo(("127.0.0.1", 0), _EchoHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    proc = subprocess.Popen([*NICE, sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
     try:
-        yield srv.server_address[1]
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
     finally:
-        srv.shutdown()
-        srv.server_close()
+        proc.kill()
+        proc.wait()
 
 
 @needs_delay
@@ -166,22 +170,26 @@ def test_tcp_measures_the_configured_rtt(echo: int, delay_ms: float, jitter_ms: 
     on the kernel's path, on the same connection as loss and rates would be."""
     ns = netns.Namespace(ports=(echo,), impairment=netns.Impairment(delay_ms=delay_ms, jitter_ms=jitter_ms))
     with ns:
-        out = _in_ns(ns, sys.executable, "-c", _PINGER, ns.host_ip, str(echo), str(pings))
+        out = _in_ns(ns, *NICE, sys.executable, "-c", _PINGER, ns.host_ip, str(echo), str(pings))
         applied = ns.packets()
     res = json.loads(out)
-    rtt = 2 * delay_ms
-    app = statistics.median(res["app_ms"])
-    ss = re.search(r"\brtt:([\d.]+)/([\d.]+)", res["ss"])
-    print(f"RTT {rtt} +- 2x{jitter_ms} ms: app median {app:.2f} ms, srtt {res['srtt_ms']} ms, "
+    rtt, spread = 2 * delay_ms, 2 * jitter_ms  # the RTT and how far jitter may move it either way
+    app = sorted(res["app_ms"])
+    ss = re.search(r"\brtt:([\d.]+)/([\d.]+)\b.*\bminrtt:([\d.]+)", res["ss"])
+    print(f"RTT {rtt} +- {spread} ms: app median {app[len(app) // 2]:.2f} ms, srtt {res['srtt_ms']} ms, "
           f"rttvar {res['rttvar_ms']} ms, ss {ss and ss.group(0)}; {applied.lines}")
     assert ss is not None, res["ss"]
-    assert rtt - 2 <= app <= rtt + 8, res["app_ms"]  # a little late (ms-granular timers), never early
-    assert abs(res["srtt_ms"] - rtt) <= max(3.0, jitter_ms), res
-    assert abs(float(ss.group(1)) - rtt) <= max(3.0, jitter_ms), res["ss"]
+    srtt_ss, minrtt = float(ss.group(1)), float(ss.group(3))
+    assert srtt_ss == pytest.approx(res["srtt_ms"], abs=0.01), res  # ss -ti and TCP_INFO: the same figure
+    # never early (the lowest RTT TCP saw is the configured one, less jitter), and the
+    # smoothed RTT is the configured one; a late verdict on a loaded machine only adds
+    assert rtt - spread - 0.5 <= minrtt <= rtt + 3, res["ss"]
+    assert rtt - spread - 1 <= res["srtt_ms"] <= rtt + spread + 8, res
+    assert rtt - spread / 2 - 1 <= app[len(app) // 2] <= rtt + 8, app
     if jitter_ms:
-        assert min(res["app_ms"]) < rtt - 1 < rtt + 1 < max(res["app_ms"]), "jitter does not vary the RTT"
+        assert app[0] < rtt - 1 < rtt + 1 < app[-1], "jitter does not vary the RTT"
     else:
-        assert max(res["app_ms"]) - min(res["app_ms"]) < 10, res["app_ms"]
+        assert app[int(0.8 * len(app))] - app[0] < 5, app  # a steady RTT, bar scheduling hiccups
     assert applied.delayed >= 2 * pings and applied.queue_dropped == 0, applied
     assert all(abs(v["mean_delay_ms"] - delay_ms) < 4 for v in applied.lines.values()), applied.lines
 
