@@ -3,6 +3,9 @@
 # Usage: scripts/system-deps.sh [demo|test|bench]
 set -euo pipefail
 want=(ffmpeg fonts-dejavu-core)
+# NetfilterQueue (the [test] extra: namespace load tests) builds from source, and `make venv`
+# installs that extra for demo too, so every mode needs its compiler and headers
+want+=(gcc libnetfilter-queue-dev)
 case "${1:-demo}" in
   test) want+=(chromium coturn prometheus iproute2 iptables) ;;
   bench) want+=(chromium nginx-light) ;;

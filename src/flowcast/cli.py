@@ -271,7 +271,11 @@ def _loadtest(args: argparse.Namespace) -> int:
             from flowcast.loadtest import netns
             from flowcast.loadtest.profiles import get_profile
 
-            ns = netns.Namespace(ports=(urlsplit(url).port or 80,), impairment=netns.impairment_for(get_profile(args.profile), args.viewers))
+            no_delay = netns.delay_available()
+            if no_delay is not None:
+                print(f"flowcast: delay and jitter stay in the userspace relay: {no_delay}", file=sys.stderr)
+            imp = netns.impairment_for(get_profile(args.profile), args.viewers, kernel_delay=no_delay is None)
+            ns = netns.Namespace(ports=(urlsplit(url).port or 80,), impairment=imp)
             ns.open()
         report = run_loadtest(
             url, args.viewers, args.duration, args.profile, args.protocol, args.out, origin_pid=args.origin_pid,
@@ -519,7 +523,8 @@ def make_parser() -> argparse.ArgumentParser:
     lt.add_argument("--drill-seconds", type=float, default=4.0, help="publication-stall / license-outage length")
     lt.add_argument("--target-duration", type=float, default=2.0, help="the stream's target duration (drill limits)")
     lt.add_argument("--netns", action="store_true",
-                    help="viewers in a network namespace: the profile's loss and rates applied by the kernel (root)")
+                    help="viewers in a network namespace: the profile's loss, rates, delay and jitter applied "
+                         "on the kernel's path (root; delay needs NetfilterQueue)")
     lt.add_argument("--scenario", type=Path, help="scenario YAML (what `flowcast plan` writes as stream_loadplan_*.yaml)")
     lt.add_argument("--scale", type=float, default=1.0, help="with --scenario: shrink viewers and durations by this factor (0..1]")
     lt.set_defaults(func=_loadtest)

@@ -1,6 +1,9 @@
 """Named network profiles and ramp shapes.
 
-The kernel here has no netem, so profiles are applied by `relay.py` (userspace). Figures:
+The kernel here has no netem. A profile is applied by `relay.py` (userspace, per viewer,
+the default), or with `--netns` on the kernel's path in a network namespace (`netns.py`):
+loss by iptables, rates by tc tbf, RTT and jitter by `delayer.py` through NFQUEUE, all on
+the viewers' own TCP connections; connection resets stay in the relay either way. Figures:
 
 | name | down | up | RTT | jitter | loss | source |
 |---|---|---|---|---|---|---|
@@ -12,9 +15,11 @@ The kernel here has no netem, so profiles are applied by `relay.py` (userspace).
 | `wifi-congested` | 4 Mbps | 2 Mbps | 60 ms | 40 ms | 2 % packets, 1 % connections | our assumption: a busy 2.4 GHz cell shared by many stations; no public standard profile |
 
 WebPageTest and DevTools set no loss; loss figures are ours and are labelled as such in the
-report. Loss is modelled per 1448-byte packet: a lost packet costs the flow a fast
-retransmit (one RTT of delay, at least the 200 ms minimum RTO Linux uses); a dropped
-connection is reset at accept, which the viewer sees as a failed request and retries.
+report. RTT is split evenly between the directions; jitter is +- jitter_ms on each one-way
+delay. In the relay, loss is modelled per 1448-byte packet: a lost packet costs the flow a
+fast retransmit (one RTT of delay, at least the 200 ms minimum RTO Linux uses); in a
+namespace the kernel drops real packets and TCP itself recovers. A dropped connection is
+reset at accept, which the viewer sees as a failed request and retries.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
 """Userspace network impairment: an asyncio TCP relay on 127.0.0.1 (the kernel has no netem).
+Namespace runs (netns.py) apply loss, rates, delay and jitter on the kernel's path instead
+and keep the relay only for connection resets (netns.relay_part).
 
 One `Relay` is one viewer's access link: it listens on an ephemeral loopback port, and every
 connection through it shares one token bucket per direction (the link's capacity), a one-way

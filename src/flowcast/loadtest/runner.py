@@ -54,7 +54,9 @@ def run_loadtest(
 
     `drills` (drills.py) fire at their offsets from the run's start and are judged from the
     per-viewer rows; `netns` (netns.Namespace, set up by the caller) runs the viewers inside
-    that network namespace, reaching the origin over its veth pair."""
+    that network namespace, reaching the origin over its veth pair: the namespace applies
+    its impairment on the kernel's path, and the relay only what it leaves
+    (netns.relay_part: connection resets, and delay when the namespace does not delay)."""
     target = guard.loopback_only(target_url)
     guard.check_size(viewers, duration)
     if protocol not in guard.PROTOCOLS:
@@ -76,6 +78,11 @@ def run_loadtest(
     loopback_bps = guard.measure_loopback()
     guard.check_bandwidth(viewers, per_viewer, loopback_bps, n_workers)
 
+    link = net
+    if netns is not None:
+        from flowcast.loadtest.netns import relay_part  # noqa: PLC0415 - Linux-only, namespace runs only
+
+        link = relay_part(net, netns.impairment)
     start_wall = time.time() + START_DELAY_S
     plans = [
         WorkerPlan(
@@ -85,6 +92,7 @@ def run_loadtest(
             path=target.path,
             protocol=protocol,
             profile=net.name,
+            link=link,
             start_wall=start_wall,
             windows=tuple((i, *windows[i]) for i in range(w, viewers, n_workers)),
             seed=seed * 1000 + w,
@@ -154,6 +162,7 @@ def run_loadtest(
             # reads: stalls and startup then partly measure the generator, not the origin
             "saturated": (quantile(lags, 0.95) or 0.0) > SATURATED_LAG_MS,
             "relay": relay,
+            "relay_link": link.as_dict(),  # what of the profile the relay applied
         },
         "timeseries": {
             "requests_per_s": [req.get(i, 0) for i in range(seconds)],

@@ -1,7 +1,8 @@
 """One load-generator process: an event loop running its share of the viewers.
 
-Each viewer joins and leaves at the offsets the ramp gives it; with an impaired profile each
-gets its own relay (its access link). The worker also measures its own event-loop lag: a
+Each viewer joins and leaves at the offsets the ramp gives it; when `link` (what of the
+profile the userspace relay applies) impairs anything, each gets its own relay (its access
+link). In a namespace run the kernel path applies the rest (netns.relay_part). The worker also measures its own event-loop lag: a
 lagging loop delays every viewer's reads and would be charged to the origin otherwise.
 """
 
@@ -16,7 +17,7 @@ from flowcast.loadtest import guard
 from flowcast.loadtest.dash_client import DashViewer
 from flowcast.loadtest.hls_client import HlsViewer, PlainHlsViewer
 from flowcast.loadtest.http import Meter
-from flowcast.loadtest.profiles import get_profile
+from flowcast.loadtest.profiles import NetworkProfile
 from flowcast.loadtest.relay import Relay
 from flowcast.loadtest.viewer import Origin, ViewerBase
 
@@ -31,7 +32,8 @@ class WorkerPlan:
     port: int
     path: str
     protocol: str
-    profile: str
+    profile: str  # the run's profile, as the viewer rows name it
+    link: NetworkProfile  # what of it the relay applies ("loopback": no relay)
     start_wall: float  # wall clock of the run's t = 0
     windows: tuple[tuple[int, float, float], ...]  # (viewer index, join s, leave s)
     seed: int
@@ -48,11 +50,7 @@ def worker_main(plan: WorkerPlan) -> dict[str, Any]:
 async def _run(plan: WorkerPlan) -> dict[str, Any]:
     mono_of_start = plan.start_wall - (time.time() - time.monotonic())
     meter = Meter(mono_of_start)
-    profile = get_profile(plan.profile)
-    if plan.netns is not None:
-        from flowcast.loadtest.netns import relay_part  # noqa: PLC0415
-
-        profile = relay_part(profile)  # loss and rate are the namespace's; delay stays userspace
+    profile = plan.link
     client = CLIENTS[plan.protocol]
     lags: list[float] = []
     stop = asyncio.Event()
@@ -84,7 +82,7 @@ async def _run(plan: WorkerPlan) -> dict[str, Any]:
 
         try:
             host, port = await dial(plan.host, plan.port)
-            viewer = client(host, port, plan.path, end_at=end_at, meter=meter, profile=profile.name, dial=dial)
+            viewer = client(host, port, plan.path, end_at=end_at, meter=meter, profile=plan.profile, dial=dial)
             viewer.origins[0] = Origin("target", plan.host, plan.port)
             res = await viewer.run()
         finally:
