@@ -6,6 +6,11 @@
     srt://0.0.0.0:9000?mode=listener         SRT listener, optional passphrase (AES, enforced by libsrt)
     whip                                     WebRTC publish (WHIP) at /whip/<stream> on the origin
 
+Redundant origins epoch-lock their input (`resolve_source(..., epoch_locked=True)`, see
+transcode/epoch.py): the test source is labelled with the wall clock on the frame grid, SRT
+and RTMP keep the contribution's own timestamps (`-copyts`) mapped onto the epoch, and a
+file or WHIP publisher is placed by its arrival time.
+
 A WHIP publisher's tracks are decoded by aiortc in our process and handed to FFmpeg as raw
 NUT on a loopback listener (`webrtc.ingest_feed`); FFmpeg never sees the WebRTC side.
 
@@ -24,18 +29,20 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from flowcast.config import IngestConfig
+from flowcast.transcode import epoch
 from flowcast.transcode.timecode import timecode_filter
 
 SourceKind = Literal["testsrc", "file", "rtmp", "srt", "whip"]
 
 FFPROBE = "ffprobe"
 TEST_AUDIO_HZ = 1000
+TEST_RATE = 30
 SRT_PBKEYLEN = 16  # AES-128: every SRT implementation supports it
 
 
@@ -50,6 +57,8 @@ class Source:
     video: str  # stream specifier of the video to encode, e.g. "0:v:0"
     audio: str  # stream specifier of the audio, e.g. "1:a:0"
     video_filter: str | None = None  # runs on the source frames before the ladder split
+    audio_filter: str | None = None  # runs on the source audio before it is encoded
+    epoch_locked: bool = False  # timestamps are seconds since the UNIX epoch (transcode.epoch)
     secrets: tuple[str, ...] = field(default=(), repr=False)  # mask these in anything logged
     listen: tuple[str, int] | None = None  # public (host, port) for listeners
     # RTMP: where our front expects publishers, and where FFmpeg listens behind it;
@@ -65,16 +74,32 @@ class Source:
         return text
 
 
-def _testsrc() -> Source:
+def _testsrc(epoch_locked: bool) -> Source:
     return Source(
         kind="testsrc",
         input_args=(
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+            "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={TEST_RATE}",
             "-f", "lavfi", "-i", f"sine=frequency={TEST_AUDIO_HZ}:sample_rate=48000",
         ),
         video="0:v:0",
         audio="1:a:0",
-        video_filter=timecode_filter(),
+        video_filter=timecode_filter(epoch_rate=TEST_RATE if epoch_locked else None),
+        audio_filter=epoch.generator_audio_clock() if epoch_locked else None,
+        epoch_locked=epoch_locked,
+    )
+
+
+def _locked(source: Source, clock: epoch.InputClock) -> Source:
+    """`source` with its timestamps mapped onto the epoch by `clock` (transcode.epoch)."""
+    args = source.input_args
+    if clock in ("mpegts", "flv"):
+        args = ("-copyts", *args)  # the contribution's own timestamps: alike on every origin
+    return replace(
+        source,
+        input_args=args,
+        video_filter=epoch.input_clock(clock),
+        audio_filter=epoch.input_clock(clock, audio=True),
+        epoch_locked=True,
     )
 
 
@@ -168,22 +193,26 @@ def _whip(internal_port: int) -> Source:
     )
 
 
-def resolve_source(ingest: IngestConfig, *, rtmp_internal_port: int = 19350) -> Source:
+def resolve_source(ingest: IngestConfig, *, rtmp_internal_port: int = 19350, epoch_locked: bool = False) -> Source:
     """Describe the configured input; files are probed now so errors come before the pipeline.
 
-    `rtmp_internal_port`: the loopback port FFmpeg listens on behind our RTMP front or WHIP feed."""
+    `rtmp_internal_port`: the loopback port FFmpeg listens on behind our RTMP front or WHIP feed.
+    `epoch_locked`: timestamps on the UNIX epoch, for redundant origins (transcode.epoch)."""
     spec = ingest.input
     if spec == "testsrc":
-        return _testsrc()
+        return _testsrc(epoch_locked)
     if spec == "whip":
-        return _whip(rtmp_internal_port)
-    if spec.startswith("rtmp://"):
-        return _rtmp(spec, rtmp_internal_port)
-    if spec.startswith("srt://"):
-        return _srt(spec, ingest.srt_passphrase)
-    if re.match(r"^[a-z][a-z0-9+.-]*://", spec):
+        source = _whip(rtmp_internal_port)
+        clock: epoch.InputClock = "arrival"
+    elif spec.startswith("rtmp://"):
+        source, clock = _rtmp(spec, rtmp_internal_port), "flv"
+    elif spec.startswith("srt://"):
+        source, clock = _srt(spec, ingest.srt_passphrase), "mpegts"
+    elif re.match(r"^[a-z][a-z0-9+.-]*://", spec):
         raise SourceError(f"unsupported input {spec.split('://')[0]}://; use testsrc, whip, a file, rtmp:// or srt://")
-    return _file(Path(spec))
+    else:
+        source, clock = _file(Path(spec)), "arrival"
+    return _locked(source, clock) if epoch_locked else source
 
 
 # ---- explaining refusals FFmpeg itself does not log --------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from flowcast.config import FlowcastConfig
 from flowcast.transcode.command import build_command, loggable, output_names
+from flowcast.transcode.epoch import describe_input_lock, input_lock_residual
 from flowcast.transcode.encoders import check_encoder
 from flowcast.transcode.forensic import ForensicEncode
 from flowcast.transcode.rtmp_front import RtmpFront, free_loopback_port
@@ -76,7 +77,9 @@ class EncoderSupervisor:
     ) -> None:
         check_encoder(config.encoder)  # UnknownEncoder / EncoderUnavailable before anything runs
         self.config = config
-        self.source = source or resolve_source(config.ingest, rtmp_internal_port=free_loopback_port())
+        self.source = source or resolve_source(
+            config.ingest, rtmp_internal_port=free_loopback_port(), epoch_locked=config.epoch_locked
+        )
         # RTMP: FFmpeg cannot refuse a wrong stream key, so our front owns the public port
         self.rtmp_front = RtmpFront(self.source) if self.source.kind == "rtmp" else None
         self.on_output = on_output
@@ -97,6 +100,7 @@ class EncoderSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_speed_log = 0.0
+        self.input_locked: bool | None = None  # epoch-locked contribution: its clock is the wall clock
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -240,6 +244,14 @@ class EncoderSupervisor:
         async for raw in stream:
             line = self.source.mask(raw.decode(errors="replace").rstrip())
             if not line:
+                continue
+            residual = input_lock_residual(line)
+            if residual is not None:
+                # the first frame of each stream reports its input clock (transcode.epoch)
+                locked, sentence = describe_input_lock(residual)
+                if locked != self.input_locked:
+                    (log.info if locked else log.warning)("%s", sentence)
+                self.input_locked = locked
                 continue
             self.last_stderr.append(line)
             refusal = ingest_refusal(line)
