@@ -24,6 +24,9 @@ from flowcast.loadtest.abr import Abr
 from flowcast.loadtest.http import HttpError
 from flowcast.loadtest.playback import Span
 from flowcast.loadtest.viewer import FatalViewerError, Origin, ViewerBase, origin_of
+from flowcast.media.boxes import BoxError
+from flowcast.media.fmp4 import FragmentedMP4Reader
+from flowcast.media.types import Fragment, InitSegment
 from flowcast.package.m3u8 import (
     ParsedMediaPlaylist,
     ParsedMultivariant,
@@ -126,6 +129,8 @@ class HlsViewer(ViewerBase):
 
     _steering: tuple[str, int] | None = None  # (steering manifest path, TTL s) once loaded
     _steer_at = 0.0
+    _media_reader: FragmentedMP4Reader | None = None  # the variant's init fed: reads each chunk's tfdt
+    _timescale: int | None = None
 
     async def play(self) -> None:
         base = self.path
@@ -231,7 +236,13 @@ class HlsViewer(ViewerBase):
 
     async def _init(self, pl: ParsedMediaPlaylist) -> None:
         if pl.map_uri:
-            await self.get(self.media_conn, self._resolve(self.media_path, pl.map_uri), MEDIA_TIMEOUT)
+            resp = await self.get(self.media_conn, self._resolve(self.media_path, pl.map_uri), MEDIA_TIMEOUT)
+            self._media_reader = FragmentedMP4Reader()
+            try:
+                init = next((e for e in self._media_reader.feed(resp.body) if isinstance(e, InitSegment)), None)
+            except BoxError:
+                init = None
+            self._timescale = init.tracks[0].timescale if init is not None and init.tracks else None
 
     def _bitrate_kbps(self) -> int:
         return self.variants[self.cur].bandwidth // 1000
@@ -246,9 +257,25 @@ class HlsViewer(ViewerBase):
         # a hinted part waits at the origin until it exists: measure from its first byte
         t0 = resp.first_byte if hinted else resp.started
         self.abr.sample(resp.nbytes, resp.finished - t0)
+        self._note_chunks(resp.body)
         self.pb.append(time.monotonic(), Span(ref.capture_ts, ref.duration, self._bitrate_kbps()))
         self.note_bitrate(self._bitrate_kbps())
         self.sample_latency()
+
+    def _note_chunks(self, body: bytes) -> None:
+        """Media continuity (ViewerBase.note_media) from the part's or segment's own tfdt."""
+        if self._media_reader is None or not self._timescale:
+            return
+        ts = self._timescale
+        try:
+            frags = [e for e in self._media_reader.feed(body) if isinstance(e, Fragment) and e.samples]
+        except BoxError:
+            self._media_reader = None
+            return
+        if frags:
+            first = frags[0].samples[0].decode_time / ts
+            dur = sum(s.duration for f in frags for s in f.samples) / ts
+            self.note_media(first, dur, max(s.duration for f in frags for s in f.samples) / ts)
 
     async def _maybe_switch(self, ref: MediaRef) -> ParsedMediaPlaylist | None:
         """At an independent part, switch variant if the ABR rule says so; returns the new
