@@ -59,7 +59,8 @@ def filter_graph(config: FlowcastConfig, source: Source, forensic: ForensicEncod
     if source.video_filter:
         head += source.video_filter + ","
     if source.epoch_locked:
-        head += epoch.first_boundary(config.packaging.segment_s) + ","
+        fastest = max([r.fps for r in rungs] + ([config.webrtc.fps] if config.webrtc.enabled else []))
+        head += epoch.first_boundary(config.packaging.segment_s, fastest) + ","
     webrtc = config.webrtc
     n = len(rungs) + (1 if webrtc.enabled else 0)
     head += f"split={n}" + "".join(f"[s{i}]" for i in range(n))

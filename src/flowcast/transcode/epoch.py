@@ -28,8 +28,9 @@ What a timestamp means depends on the input:
   to the arrival time of its first frame: segment edges and numbers still sit on the epoch
   grid, but the origins' media can differ by their arrival difference (and audio from video
   by the few milliseconds between their first frames). FFmpeg prints how far the input's
-  clock is from the wall clock on the first frame (`print`, an `[Eval @ ...]` stderr line);
-  the supervisor logs which case the run is in (`describe_input_lock`).
+  clock is from the wall clock on the first frame (av_expr `print`, one stderr line); the
+  supervisor logs which case the run is in (`describe_input_lock`). That distance includes
+  FFmpeg's probing of the input (up to its 5 s analyzeduration), not only the network.
 - anything else (a looped file, WHIP): the arrival clock, as above: each origin's own
   playout; edges and numbers are on the grid, the content at a given N is not shared.
 
@@ -57,7 +58,10 @@ FLV_WRAP_S = 2**31 / 1000  # FFmpeg's FLV muxer writes 31 bits of milliseconds
 REALTIME_LIMIT_S = 86400  # the `realtime` filter re-anchors only after a pause this long
 AAC_FRAME = 1024
 PRINT_LEVEL = 24  # AV_LOG_WARNING: shown at the supervisor's -loglevel warning
-EVAL_LINE = re.compile(r"^\[Eval @ 0x[0-9a-f]+\] (-?[0-9]+(?:\.[0-9]+)?)$")
+# av_expr's print() writes a bare "%f" line; the residual (at most half a wrap, < 1.1e6 s) is
+# printed plus this mark so the line cannot be mistaken for anything else FFmpeg says.
+PRINT_MARK = 1e12
+_BARE_NUMBER = re.compile(r"^[0-9]+\.[0-9]+$")
 
 
 def generator_video_clock(rate: int) -> str:
@@ -87,8 +91,9 @@ def _input_offset(wrap_s: float | None) -> str:
     else:
         w = f"{wrap_s:.9f}"
         choose = (
-            f"{arrival};st(2,{w}*floor(ld(1)/{w}+0.5));"
-            f"st(0,if(lte(abs(print(ld(1)-ld(2),{PRINT_LEVEL})),{LOCK_TOLERANCE_S:g}),ld(2),ld(1)))"
+            f"{arrival};st(2,{w}*floor(ld(1)/{w}+0.5));st(4,ld(1)-ld(2));"
+            f"print(ld(4)+{PRINT_MARK:.0f},{PRINT_LEVEL});"
+            f"st(0,if(lte(abs(ld(4)),{LOCK_TOLERANCE_S:g}),ld(2),ld(1)))"
         )
     return f"if(eq(N,0),{choose},0)"
 
@@ -102,12 +107,15 @@ def input_clock(clock: InputClock, *, audio: bool = False) -> str:
     return f"{name}='{_input_offset(wrap)};PTS+ld(0)/TB'"
 
 
-def first_boundary(segment_s: float) -> str:
+def first_boundary(segment_s: float, max_fps: float) -> str:
     """select: drop frames before the first multiple of `segment_s` at least LEAD_S after the
     run's first frame, so FFmpeg's forced keyframes (relative to its first frame) are epoch
-    multiples of the segment."""
+    multiples of the segment. The first frame kept may be up to half a frame of the fastest
+    rung early: each rung's `fps` filter rounds it onto that boundary (an input's own frame
+    times need not sit on our grid)."""
     seg = f"{segment_s:g}"
-    return f"select='gte(t,if(eq(n,0),st(3,{seg}*ceil((t+{LEAD_S:g})/{seg})),ld(3))-0.000001)'"
+    early = 0.5 / max_fps - 1e-6
+    return f"select='gte(t,if(eq(n,0),st(3,{seg}*ceil((t+{LEAD_S:g})/{seg})),ld(3))-{early:.6f})'"
 
 
 def muxer_options() -> list[str]:
@@ -127,8 +135,11 @@ VIDEO_SYNC = ["-fps_mode", "passthrough"]
 def input_lock_residual(line: str) -> float | None:
     """The seconds an input's clock is behind the wall clock, from the stderr line the first
     frame's `print` makes (None for any other line)."""
-    m = EVAL_LINE.match(line.strip())
-    return float(m.group(1)) if m else None
+    text = line.strip()
+    if not _BARE_NUMBER.match(text):
+        return None
+    residual = float(text) - PRINT_MARK
+    return residual if abs(residual) < 2e6 else None
 
 
 def describe_input_lock(residual_s: float) -> tuple[bool, str]:
