@@ -114,9 +114,11 @@ class OriginConfig(BaseModel):
     # pathway (PATHWAY-ID) and a DASH BaseURL. Each origin's encoder is epoch-locked
     # (transcode/epoch.py): timestamps are seconds since 1970 and segment/part edges fall on
     # multiples of their duration, so segment N is the same interval with the same tfdt on
-    # every origin and any origin serves any viewer. The test source locks by itself; a
-    # shared SRT/RTMP contribution locks the origins frame-accurately when it is stamped with
-    # the wall clock (else each locks to its own arrival time). Empty: one origin, relative URLs.
+    # every origin and any origin serves any viewer. The test source locks by itself, a file
+    # is played out on the epoch (position = wall clock modulo its duration), and a shared
+    # SRT/RTMP contribution locks the origins frame-accurately when its timestamps are the
+    # wall clock (else each origin locks to its own arrival time, logged as a warning).
+    # Empty: one origin, relative URLs.
     redundant: tuple[str, ...] = ()
 
     @field_validator("redundant")

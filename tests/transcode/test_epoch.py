@@ -195,3 +195,56 @@ def test_epoch_locked_test_source_relocks_after_kill(caplog: pytest.LogCaptureFi
         if last_run1 is not None:
             assert video[0].decode_time > last_run1  # the clock went on: later, never earlier
         last_run1 = video[-1].decode_time
+
+
+def test_file_is_played_out_on_the_epoch(tmp_path: Path) -> None:
+    """A looped file, epoch-locked: two encoders started 1.3 s apart show the same file frame
+    at the same decode time (the file's own burned-in code per frame says which), on epoch
+    keyframes, and the loop period is the file's duration exactly."""
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=s=1280x720:r=30",
+         "-f", "lavfi", "-i", "sine=sample_rate=48000", "-vf", timecode_filter(), "-t", "3",
+         "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-c:a", "aac", "-y", str(clip)],
+        check=True, timeout=60,
+    )
+    file_codes = _codes_at(clip, 1280, 720)  # decode order = file order
+    got: dict[int, dict[str, bytearray]] = {0: defaultdict(bytearray), 1: defaultdict(bytearray)}
+
+    async def scenario() -> None:
+        sups = [EncoderSupervisor(_config(str(clip)), on_output=lambda n, d, k=k: got[k][n].extend(d)) for k in (0, 1)]
+        await sups[0].start()
+        await asyncio.sleep(1.3)
+        await sups[1].start()
+        try:
+            assert await _until(lambda: all(len(got[k]["240p"]) > 40_000 for k in (0, 1)), 20.0)
+            await asyncio.sleep(1.5)
+        finally:
+            for s in sups:
+                await s.stop()
+
+    asyncio.run(scenario())
+    by_time = []
+    for k in (0, 1):
+        (tmp_path / f"{k}.mp4").write_bytes(bytes(got[k]["240p"]))
+        ts, samples = _samples(bytes(got[k]["240p"]))
+        keys = [s.decode_time for s in samples if s.is_sync]
+        assert keys and all(t % (SEGMENT_S * ts) == 0 for t in keys), keys
+        codes = _codes(tmp_path / f"{k}.mp4")
+        by_time.append({s.decode_time: c for s, c in zip(samples, codes)})
+    common = sorted(set(by_time[0]) & set(by_time[1]))
+    assert len(common) >= 30, (len(by_time[0]), len(by_time[1]))
+    for t in common:
+        assert by_time[0][t] == by_time[1][t], t  # the same file frame at the same instant
+        # ... and it is the frame the epoch says: position (t mod 3 s) of the file
+        index = round((t / 90000 % 3.0) * 30) % len(file_codes)
+        assert by_time[0][t] == file_codes[index], (t, index)
+
+
+def _codes_at(path: Path, width: int, height: int) -> list[int]:
+    raw = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        check=True, capture_output=True, timeout=60,
+    ).stdout
+    size = width * height
+    return [decode_timecode(block_levels(raw[i : i + size], width, height)) for i in range(0, len(raw) - size + 1, size)]

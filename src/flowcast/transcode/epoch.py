@@ -31,8 +31,13 @@ What a timestamp means depends on the input:
   clock is from the wall clock on the first frame (av_expr `print`, one stderr line); the
   supervisor logs which case the run is in (`describe_input_lock`). That distance includes
   FFmpeg's probing of the input (up to its 5 s analyzeduration), not only the network.
-- anything else (a looped file, WHIP): the arrival clock, as above: each origin's own
-  playout; edges and numbers are on the grid, the content at a given N is not shared.
+- a file: played out on the epoch. At wall time t every origin shows position t modulo the
+  file's duration (sources.FilePlayout: a concat list starting there, each loop exactly one
+  probed duration long), labelled by that t: the same frame at the same instant everywhere,
+  audio and video on one offset, and a restarted encoder picks up where the clock is. Frames
+  come out up to a GOP late (FFmpeg decodes from the keyframe before the start position at
+  real-time pace), which delays publication, not the timeline.
+- WHIP (one publisher, one origin): the arrival clock, as in the fallback above.
 
 FFmpeg 5.1 forces keyframes relative to the first frame it encodes (fftools'
 forced_kf_ref_pts), so `first_boundary` drops the frames before the first segment boundary
@@ -46,7 +51,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-InputClock = Literal["generator", "mpegts", "flv", "arrival"]
+InputClock = Literal["generator", "mpegts", "flv", "arrival"]  # a file: sources.FilePlayout
 
 # Seconds the first boundary must lie ahead of the first frame: every track of the run
 # (audio starts within a few ms of video) then has media at that boundary, and x264 has

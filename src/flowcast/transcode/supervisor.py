@@ -20,8 +20,10 @@ import collections
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from flowcast.config import FlowcastConfig
 from flowcast.transcode.command import build_command, loggable, output_names
@@ -101,6 +103,7 @@ class EncoderSupervisor:
         self._stopping = False
         self._last_speed_log = 0.0
         self.input_locked: bool | None = None  # epoch-locked contribution: its clock is the wall clock
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None  # an epoch-locked file's concat list
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -130,6 +133,9 @@ class EncoderSupervisor:
             self._task = None
         if self.rtmp_front is not None:
             await self.rtmp_front.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
 
     # ---- one run -----------------------------------------------------------------------
 
@@ -141,8 +147,12 @@ class EncoderSupervisor:
         names = output_names(self.config)
         pipes = {name: os.pipe() for name in names}
         write_fds = {name: w for name, (_, w) in pipes.items()}
+        # An epoch-locked file is read from the position the wall clock says (sources.FilePlayout).
+        if self.source.playout is not None and self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="flowcast-playout-")
+        source = self.source.for_run(time.time(), Path(self._workdir.name)) if self._workdir else self.source
         cmd = build_command(
-            self.config, write_fds, source=self.source, progress_fd=1, ffmpeg=self.ffmpeg, forensic=self.forensic
+            self.config, write_fds, source=source, progress_fd=1, ffmpeg=self.ffmpeg, forensic=self.forensic
         )
         self.run_number += 1
         started = time.time()
