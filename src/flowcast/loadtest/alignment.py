@@ -57,19 +57,25 @@ class RowDiff:
 
 
 def playlist_timings(playlist: ParsedMediaPlaylist) -> dict[int, SegmentTiming]:
-    """Whole (non-gap) segments of a media playlist by MSN."""
+    """Whole (non-gap) segments of a media playlist by MSN; a segment without its own
+    PROGRAM-DATE-TIME follows the previous one's (rfc8216bis 4.4.4.6)."""
     out: dict[int, SegmentTiming] = {}
+    pdt: float | None = None
     for s in playlist.segments:
+        if s.program_date_time is not None:
+            pdt = s.program_date_time.timestamp()
+        elif s.discontinuity:
+            pdt = None
+        start, pdt = pdt, (pdt + s.duration if pdt is not None else None)
         if s.gap:
             continue
-        pdt = s.program_date_time.timestamp() if s.program_date_time else None
         edges: tuple[float, ...] = ()
-        if pdt is not None and s.parts:
-            acc = [pdt]
+        if start is not None and s.parts:
+            acc = [start]
             for p in s.parts:
                 acc.append(acc[-1] + p.duration)
             edges = tuple(acc)
-        out[s.msn] = SegmentTiming(msn=s.msn, pdt=pdt, duration=s.duration, part_edges=edges)
+        out[s.msn] = SegmentTiming(msn=s.msn, pdt=start, duration=s.duration, part_edges=edges)
     return out
 
 
@@ -87,29 +93,23 @@ def media_timing(init: bytes, segment: bytes) -> tuple[float, float]:
     return first / scale, total / scale
 
 
-def mpd_number_times(mpd: Manifest, content: str) -> dict[str, tuple[float, float, int, int | None]]:
-    """For each Period: (Period@start, media time of startNumber, startNumber, endNumber) of the
-    first AdaptationSet of `content` ("video"/"audio"), from SegmentTemplate@duration."""
-    out: dict[str, tuple[float, float, int, int | None]] = {}
-    for i, period in enumerate(mpd.periods):
-        for aset in period.adaptation_sets:
-            if aset.kind != content or aset.segment_template is None:
-                continue
+def mpd_number_times(mpd: Manifest, content: str) -> list[tuple[float, float, int]]:
+    """For each Period, in order: (Period@start, media time of its startNumber, startNumber)
+    of the first AdaptationSet of `content` ("video"/"audio"), from SegmentTemplate@duration."""
+    out: list[tuple[float, float, int]] = []
+    for period in mpd.periods:
+        aset = next((a for a in period.adaptation_sets if a.kind == content and a.segment_template), None)
+        if aset is not None and aset.segment_template is not None:
             tpl = aset.segment_template
-            out[period.id or str(i)] = (
-                period.start or 0.0,
-                tpl.presentation_time_offset / tpl.timescale,
-                tpl.start_number,
-                getattr(tpl, "end_number", None),
-            )
-            break
+            out.append((period.start or 0.0, tpl.presentation_time_offset / tpl.timescale, tpl.start_number))
     return out
 
 
 def mpd_time_of(mpd: Manifest, content: str, msn: int, segment_duration: float) -> float | None:
-    """The media time an MPD (SegmentTemplate@duration, $Number$) gives segment `msn`."""
+    """The media time an MPD (SegmentTemplate@duration, $Number$) gives segment `msn`: from
+    the last Period starting at or before that number."""
     best = None
-    for _start, pto, number, _end in mpd_number_times(mpd, content).values():
+    for _start, pto, number in mpd_number_times(mpd, content):
         if number <= msn:
             best = pto + (msn - number) * segment_duration
     return best
