@@ -39,8 +39,9 @@ EARLY_FRAGMENTS = 512  # per rendition, held until an epoch-locked run's first v
 
 def aligned_msn(timeline_s: float, segment_duration: float) -> int:
     """The media sequence number (and DASH $Number$) of a segment starting at `timeline_s`
-    seconds after TIMELINE_EPOCH: its slot on the segment-duration grid, rounded so that an
-    encoder run starting a little off the grid still takes the slot it mostly covers."""
+    seconds into the timeline: its slot on the segment-duration grid, rounded so that a run
+    starting a little off the grid (a single origin's encoder start; an epoch-locked keyframe
+    up to a frame late) still takes the slot it mostly covers."""
     return int(math.floor(timeline_s / segment_duration + 0.5))
 
 

@@ -9,8 +9,10 @@ Both are called on the event loop thread, must not block, and see a run's data s
 after its `on_run_start`. Chunks have arbitrary boundaries (whatever the pipe delivered),
 not box boundaries: the packager's fMP4 reader buffers. Each run is a fresh fMP4 stream
 per output (new ftyp+moov, timestamps from 0), so a new run is a discontinuity; the
-wall-clock start time lets the packager place it on its timeline. Output names are the
-rung names and "audio" (`command.output_names`).
+wall-clock start time lets the packager place it on its timeline. Epoch-locked
+(redundant origins, transcode/epoch.py) a run's timestamps are seconds since 1970 instead
+and its first video frame is a segment boundary, so a new run continues the timeline.
+Output names are the rung names and "audio" (`command.output_names`).
 """
 
 from __future__ import annotations
