@@ -25,8 +25,8 @@ from flowcast.loadtest.http import HttpError
 from flowcast.loadtest.playback import Span
 from flowcast.loadtest.viewer import FatalViewerError, Origin, ViewerBase, origin_of
 from flowcast.media.boxes import BoxError
-from flowcast.media.fmp4 import FragmentedMP4Reader
-from flowcast.media.types import Fragment, InitSegment
+from flowcast.media.fmp4 import FragmentedMP4Reader, chunk_timing
+from flowcast.media.types import InitSegment
 from flowcast.package.m3u8 import (
     ParsedMediaPlaylist,
     ParsedMultivariant,
@@ -129,8 +129,7 @@ class HlsViewer(ViewerBase):
 
     _steering: tuple[str, int] | None = None  # (steering manifest path, TTL s) once loaded
     _steer_at = 0.0
-    _media_reader: FragmentedMP4Reader | None = None  # the variant's init fed: reads each chunk's tfdt
-    _timescale: int | None = None
+    _timescale: int | None = None  # of the variant's track, from its init segment
 
     async def play(self) -> None:
         base = self.path
@@ -237,9 +236,8 @@ class HlsViewer(ViewerBase):
     async def _init(self, pl: ParsedMediaPlaylist) -> None:
         if pl.map_uri:
             resp = await self.get(self.media_conn, self._resolve(self.media_path, pl.map_uri), MEDIA_TIMEOUT)
-            self._media_reader = FragmentedMP4Reader()
             try:
-                init = next((e for e in self._media_reader.feed(resp.body) if isinstance(e, InitSegment)), None)
+                init = next((e for e in FragmentedMP4Reader().feed(resp.body) if isinstance(e, InitSegment)), None)
             except BoxError:
                 init = None
             self._timescale = init.tracks[0].timescale if init is not None and init.tracks else None
@@ -263,19 +261,17 @@ class HlsViewer(ViewerBase):
         self.sample_latency()
 
     def _note_chunks(self, body: bytes) -> None:
-        """Media continuity (ViewerBase.note_media) from the part's or segment's own tfdt."""
-        if self._media_reader is None or not self._timescale:
-            return
+        """Media continuity (ViewerBase.note_media) from the part's or segment's own tfdt,
+        read from its moof boxes only (media.fmp4.chunk_timing: ~10 us a part, no copy)."""
         ts = self._timescale
-        try:
-            frags = [e for e in self._media_reader.feed(body) if isinstance(e, Fragment) and e.samples]
-        except BoxError:
-            self._media_reader = None
+        if not ts:
             return
-        if frags:
-            first = frags[0].samples[0].decode_time / ts
-            dur = sum(s.duration for f in frags for s in f.samples) / ts
-            self.note_media(first, dur, max(s.duration for f in frags for s in f.samples) / ts)
+        try:
+            t = chunk_timing(body)
+        except BoxError:
+            return
+        if t is not None and t.duration:
+            self.note_media(t.decode_time / ts, t.duration / ts, t.max_sample_duration / ts)
 
     async def _maybe_switch(self, ref: MediaRef) -> ParsedMediaPlaylist | None:
         """At an independent part, switch variant if the ABR rule says so; returns the new
