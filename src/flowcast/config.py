@@ -111,8 +111,14 @@ class OriginConfig(BaseModel):
     tls_self_signed: bool = False
     # Redundant origins: the base URL (scheme://host:port) of every origin packaging this
     # stream, this one included, in priority order. Each becomes an HLS Content Steering
-    # pathway (PATHWAY-ID) and a DASH BaseURL; numbering is epoch-aligned, so any origin
-    # serves any viewer. Empty: one origin, relative URLs.
+    # pathway (PATHWAY-ID) and a DASH BaseURL. Each origin's encoder is epoch-locked
+    # (transcode/epoch.py): timestamps are seconds since 1970 and segment/part edges fall on
+    # multiples of their duration, so segment N is the same interval with the same tfdt on
+    # every origin and any origin serves any viewer. The test source locks by itself, a file
+    # is played out on the epoch (position = wall clock modulo its duration), and a shared
+    # SRT/RTMP contribution locks the origins frame-accurately when its timestamps are the
+    # wall clock (else each origin locks to its own arrival time, logged as a warning).
+    # Empty: one origin, relative URLs.
     redundant: tuple[str, ...] = ()
 
     @field_validator("redundant")
@@ -282,6 +288,12 @@ class FlowcastConfig(BaseModel):
     telemetry: TelemetryConfig = TelemetryConfig()
     webrtc: WebRTCConfig = WebRTCConfig()
     data_dir: Path = Path("data")
+
+    @property
+    def epoch_locked(self) -> bool:
+        """Encode on the UNIX-epoch timeline (transcode/epoch.py): what redundant origins need
+        to agree on every segment. A single origin keeps timestamps from its own start."""
+        return bool(self.origin.redundant)
 
     @model_validator(mode="after")
     def _forensic_watermark_fits(self) -> "FlowcastConfig":

@@ -1,17 +1,19 @@
-"""Origin-kill drill against two real redundant `flowcast up` origins.
+"""Two real redundant `flowcast up` origins: epoch-locked alignment, then the origin-kill drill.
 
-Both origins package the built-in test source: testsrc2 paced by the wall clock with the
-wall clock burned in, so the two encoders produce the same picture for the same instant and
-differ only in their run-in (each encoder starts its GOPs when its own process starts, so
-segment boundaries differ by up to half a segment; the epoch-aligned numbering gives the
-same media the same MSN/$Number$ on both). One origin is SIGKILLed mid-run; viewers of
-both protocols (our LL-HLS client on Content Steering pathways, our LL-DASH client on
-MPD BaseURLs) must fail over. Assertions read the raw per-viewer rows, not the report.
+Both origins package the built-in test source, each with its own FFmpeg started at its own
+time: testsrc2 paced by the wall clock, labelled with it on the frame grid and burned in.
+Epoch-locked (transcode/epoch.py), segment N must be the same interval on both: same
+PROGRAM-DATE-TIME, EXTINF, part edges and tfdt within a frame, and FFmpeg decodes origin 1's
+segment N-1 followed by origin 2's segment N with continuous timestamps. Then one origin
+is SIGKILLed mid-run; viewers of both protocols (our LL-HLS client on Content Steering
+pathways, our LL-DASH client on MPD BaseURLs) must fail over onto media that continues the
+dead origin's. Assertions read the raw per-viewer rows, not the report.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import httpx
 import pytest
 
 from flowcast.loadtest import Ramp, run_loadtest
+from flowcast.loadtest.alignment import compare, snapshot
 from flowcast.loadtest.drills import OriginKill
 from flowcast.origin.server import free_port
 from flowcast.package.m3u8 import parse_media_playlist, parse_multivariant
@@ -31,6 +34,7 @@ pytestmark = pytest.mark.slow
 TD = 2.0  # target duration of the low-latency default (2 s segments)
 RUN_S = 18.0
 KILL_AT_S = 9.0
+FRAME = {"360p": 1 / 30, "audio": 1024 / 48000}  # one frame of each rendition, seconds
 
 CONFIG = """
 ladder:
@@ -75,16 +79,46 @@ def test_origins_agree_on_numbering_and_announce_each_other(origins: tuple[LiveP
     assert steer.status_code == 200 and steer.json()["PATHWAY-PRIORITY"] == ["origin-1", "origin-2"]
     mpd = parse_mpd(httpx.get(b.url("/live/live/manifest.mpd")).content)
     assert mpd.base_urls == ((a.url("/live/live/"), "origin-1"), (b.url("/live/live/"), "origin-2"))
-    # the same MSN stands for the same wall-clock media on both (within the encoders' run-in)
-    pa = parse_media_playlist(httpx.get(a.url("/live/live/360p/index.m3u8")).text)
-    pb = parse_media_playlist(httpx.get(b.url("/live/live/360p/index.m3u8")).text)
-    common = {s.msn for s in pa.segments} & {s.msn for s in pb.segments}
-    assert len(common) >= 2, ([s.msn for s in pa.segments], [s.msn for s in pb.segments])
-    for msn in common:
-        sa = next(s for s in pa.segments if s.msn == msn)
-        sb = next(s for s in pb.segments if s.msn == msn)
-        assert abs(sa.program_date_time.timestamp() - sb.program_date_time.timestamp()) < TD / 2
-        assert abs(sa.program_date_time.timestamp() - msn * TD) < TD / 2  # msn = round(wall clock / TD)
+    # Epoch-locked: segment N is the same wall-clock interval, with the same media timeline,
+    # on both origins, and starts at N x TD since 1970.
+    for rendition, frame in FRAME.items():
+        sa = snapshot(a.base, rendition, segment_duration=TD)
+        sb = snapshot(b.base, rendition, segment_duration=TD)
+        rows = compare(sa, sb)
+        assert len(rows) >= 2, (rendition, sorted(sa), sorted(sb))
+        for row in rows:
+            x = sa[row.msn]
+            assert abs(row.pdt) <= frame and abs(row.duration) <= frame, (rendition, row)
+            assert abs(row.tfdt) <= frame and abs(row.media_duration) <= frame, (rendition, row)
+            assert row.part_edges is None or row.part_edges <= frame, (rendition, row)
+            assert abs(x.tfdt - row.msn * TD) <= frame / 2 + 1e-6, (rendition, x)  # on the epoch grid
+            assert abs(x.pdt - x.tfdt) <= 0.0015, (rendition, x)  # PDT (ms) = media time
+            assert abs(x.mpd_time - row.msn * TD) < 1e-6 and abs(row.mpd_time) < 1e-6, (rendition, row)  # $Number$ -> N x TD
+        assert sum(1 for r in rows if r.part_edges is not None) >= 2, rows  # parts compared too
+        # A viewer switching origins between N-1 and N: FFmpeg sees one continuous track.
+        n = max(r.msn for r in rows)
+        _assert_continuous(a, b, rendition, n, frame)
+
+
+def _assert_continuous(a: LiveProcess, b: LiveProcess, rendition: str, n: int, frame: float) -> None:
+    """Origin a's init and segment n-1, then origin b's segment n, decoded by FFmpeg: no
+    decode error, and every packet starts where the previous one ended (within a frame)."""
+    root = "/live/live/" + rendition
+    init_a, init_b = httpx.get(a.url(f"{root}/init.mp4")).content, httpx.get(b.url(f"{root}/init.mp4")).content
+    assert init_a == init_b, "both encoders must write the same init segment"
+    data = init_a + httpx.get(a.url(f"{root}/{n - 1}.m4s")).content + httpx.get(b.url(f"{root}/{n}.m4s")).content
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", "-"],
+        input=data, capture_output=True, timeout=30, check=True,
+    )
+    # (pts, duration): FFmpeg leaves the first AAC packet's duration unknown ("N/A") on a pipe
+    packets = [tuple(float(v) if v != "N/A" else frame for v in line.split(",")) for line in probe.stdout.decode().split()]
+    assert len(packets) >= 2 * TD / frame - 2, (rendition, len(packets))
+    steps = [nxt[0] - (cur[0] + cur[1]) for cur, nxt in zip(packets, packets[1:])]
+    assert max(abs(x) for x in steps) <= frame / 2, (rendition, n, max(steps, key=abs))
+    assert abs(packets[0][0] - (n - 1) * TD) <= frame and abs(packets[-1][0] + packets[-1][1] - (n + 1) * TD) <= frame
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", "-", "-f", "null", "-"], input=data, capture_output=True, timeout=60)
+    assert decode.returncode == 0 and not decode.stderr.strip(), decode.stderr.decode()[-500:]
 
 
 def _origin_at(row: dict, ts: float) -> str:
@@ -139,11 +173,14 @@ def test_origin_kill_viewers_fail_over(origins: tuple[LiveProcess, LiveProcess],
         assert not [f for f in r["failovers"] if f["to"] == "origin-1" and f["at"] >= kill_ts], r["failovers"]
         # media again from origin-2 within 2 target durations of the kill ...
         assert moves[0]["resumed_at"] is not None and moves[0]["resumed_at"] - kill_ts <= 2 * TD, moves
+        # ... that continues origin-1's on the media timeline: nothing skipped or repeated
+        assert moves[0]["media_gap_s"] is not None and abs(moves[0]["media_gap_s"]) <= moves[0]["frame_s"], moves
         # ... and playing: any stall around the kill ended within 2 target durations of it
         for start, ms in r["stalls"]:
             if start + ms / 1000 >= kill_ts - 0.5:
                 assert start + ms / 1000 - kill_ts <= 2 * TD, (r["protocol"], r["stalls"], kill_ts)
         assert r["last_media_ts"] > kill_ts + 3.0, "kept playing after the failover"
+    print("media jumps (gap > a frame) per viewer:", {r["session_id"][:6]: r["media_jumps"] for r in rows if r["media_jumps"]})
     # the report's drill verdict agrees with what was asserted above
     assert hls_data["drills"][0]["verdict"] == "PASS", hls_data["drills"][0]
     assert "play again within 2 target durations" in reports["ll-hls"].html_path.read_text()

@@ -22,8 +22,11 @@ def row(origin: str = "origin-1", failovers: list | None = None, stalls: list | 
 KILL = 110.0
 
 
-def moved(at: float, resumed: float | None) -> dict:
-    return {"at": at, "from": "origin-1", "to": "origin-2", "error": "network", "resumed_at": resumed}
+def moved(at: float, resumed: float | None, gap: float | None = 0.0) -> dict:
+    f = {"at": at, "from": "origin-1", "to": "origin-2", "error": "network", "resumed_at": resumed}
+    if gap is not None:
+        f.update(media_gap_s=gap, frame_s=1 / 30)
+    return f
 
 
 def test_origin_at_follows_failovers() -> None:
@@ -48,6 +51,13 @@ def test_origin_kill_verdicts() -> None:
     assert d.judge(late, KILL, {}).passed is False
     errored = ok + [row(origin="origin-2", error="timeout")]
     assert d.judge(errored, KILL, {}).passed is False
+    # the new origin's media must continue the dead one's: not 0.74 s earlier (a repeat) ...
+    repeated = ok[:2] + [row(failovers=[moved(KILL + 0.05, KILL + 0.2, gap=-0.74)])]
+    res = d.judge(repeated, KILL, {})
+    assert res.passed is False and res.measured["worst_media_gap_s"] == -0.74
+    # ... nor unmeasured; a frame's worth of difference is within the bar
+    assert d.judge(ok[:2] + [row(failovers=[moved(KILL + 0.05, KILL + 0.2, gap=None)])], KILL, {}).passed is False
+    assert d.judge(ok[:2] + [row(failovers=[moved(KILL + 0.05, KILL + 0.2, gap=1 / 30)])], KILL, {}).passed
     assert d.judge(ok, None, {}).passed is None
     assert "within 2 target durations" in d.expectation
 

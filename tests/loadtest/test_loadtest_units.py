@@ -144,3 +144,27 @@ def test_token_bucket_and_relay_cap_throughput() -> None:
     elapsed = asyncio.run(run())
     # 400 kB at 1.6 Mbps = 2.0 s, plus a 150 ms RTT handshake and one-way delays
     assert 1.8 < elapsed < 3.5
+
+
+def test_alignment_compares_same_numbers_across_origins() -> None:
+    """loadtest.alignment: B minus A per MSN, from PROGRAM-DATE-TIME, EXTINF and part edges."""
+    from flowcast.loadtest.alignment import compare, playlist_timings, summarise
+    from flowcast.package.m3u8 import parse_media_playlist
+
+    def playlist(first_pdt: str, msn: int) -> str:
+        return (
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n"
+            f"#EXT-X-MEDIA-SEQUENCE:{msn}\n#EXT-X-MAP:URI=\"init.mp4\"\n"
+            f"#EXT-X-PROGRAM-DATE-TIME:{first_pdt}\n"
+            + "".join(
+                "".join(f'#EXT-X-PART:DURATION=0.5,URI="{n}.{i}.m4s"\n' for i in range(4)) + f"#EXTINF:2.0,\n{n}.m4s\n"
+                for n in (msn, msn + 1)
+            )
+        )
+
+    a = playlist_timings(parse_media_playlist(playlist("2026-12-07T01:30:00.000Z", 10)))
+    b = playlist_timings(parse_media_playlist(playlist("2026-12-07T01:30:01.261Z", 11)))  # its 11 starts 0.739 s early
+    rows = compare(a, b)
+    assert [r.msn for r in rows] == [11]
+    assert rows[0].pdt == pytest.approx(-0.739, abs=1e-6) and rows[0].part_edges == pytest.approx(0.739, abs=1e-6)
+    assert summarise(rows)["max_abs_pdt"] == pytest.approx(0.739) and summarise(rows)["max_abs_tfdt"] is None

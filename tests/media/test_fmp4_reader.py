@@ -125,3 +125,35 @@ def test_unknown_top_level_boxes_are_ignored(media: MediaFactory) -> None:
             noisy += write_styp() + box("sidx", bytes(24)) + write_prft(1, 1.7e9, 0) + box("free", b"x" * 9)
         noisy += data[b.offset : b.offset + b.size]
     assert FragmentedMP4Reader().feed(noisy) == FragmentedMP4Reader().feed(data)
+
+
+@pytest.mark.parametrize("name", ["h264", "h264_bframes", "aac", "hevc"])
+def test_chunk_timing_matches_the_reader(media: MediaFactory, name: str) -> None:
+    """chunk_timing (moof boxes only) gives the reader's first decode time and durations, for
+    FFmpeg's fragments one by one and for a run of them, and for our own CMAF chunks."""
+    from flowcast.media.boxes import read_header
+    from flowcast.media.cmaf import write_chunk
+    from flowcast.media.fmp4 import chunk_timing
+
+    data = media.data(name)
+    _, frags = read_chunked(data, seed=1)
+    pos, boxes = 0, []
+    while pos < len(data):
+        box_type, _, size = read_header(data, pos)
+        boxes.append((box_type, pos, size))
+        pos += size
+    pairs = [(b[1], b[1] + b[2] + n[2]) for b, n in zip(boxes, boxes[1:]) if b[0] == "moof" and n[0] == "mdat"]
+    assert len(pairs) == len(frags)
+    for (start, end), frag in zip(pairs[:20], frags):
+        t = chunk_timing(data[start:end])
+        assert t is not None and t.decode_time == frag.samples[0].decode_time
+        assert t.duration == sum(s.duration for s in frag.samples)
+    whole = chunk_timing(data[pairs[0][0] : pairs[-1][1]])
+    assert whole is not None and whole.decode_time == frags[0].samples[0].decode_time
+    assert whole.duration == sum(s.duration for f in frags for s in f.samples)
+    assert whole.max_sample_duration == max(s.duration for f in frags for s in f.samples)
+    ours = write_chunk(7, 1, [s for f in frags[:5] for s in f.samples], 10**14)
+    mine = chunk_timing(ours)
+    assert mine is not None and mine.decode_time == 10**14
+    assert mine.duration == sum(s.duration for f in frags[:5] for s in f.samples)
+    assert chunk_timing(b"") is None and chunk_timing(data[: pairs[0][0]]) is None  # init only

@@ -237,45 +237,89 @@ def test_preload_hint_is_announced_to_the_store(sources) -> None:
     asyncio.run(main())
 
 
+def _epoch_sources(sources, video_at: float, audio_at: float) -> tuple[Source, Source]:
+    """Sources whose decode times are epoch seconds, as an epoch-locked encoder writes them:
+    video from `video_at` (a segment boundary: the encoder drops the frames before it),
+    audio from `audio_at` (it is not trimmed in FFmpeg)."""
+    v, a = Source(*sources[VIDEO]), Source(*sources[AUDIO])
+    v.next_dt = round(video_at * 30 * v.samples[0].duration)
+    a.next_dt = round(audio_at * 48000)
+    return v, a
+
+
 @on_loop
-def test_numbers_follow_the_wall_clock_across_a_restart(sources) -> None:
-    """Epoch-aligned numbering (redundant origins agree on it): MSN = the segment slot of the
-    media's wall clock, so after an encoder downtime the numbers jump by the downtime; HLS
-    lists the skipped numbers as gaps and the MPD ends the old run's Period at its last
-    segment (endNumber), so no player asks for a number nobody produced."""
-    from flowcast.origin.pipeline import aligned_msn
+def test_epoch_locked_numbers_and_edges_follow_the_epoch_across_a_restart(sources) -> None:
+    """Redundant origins (epoch-locked encoders, transcode/epoch.py): MSN = the slot of the
+    segment on the epoch's segment grid, PDT and tfdt = that slot's start, audio cut at the
+    video's first boundary even though it came first; after an encoder downtime the numbers
+    jump by the downtime, HLS lists exactly the skipped slots as gaps with no
+    EXT-X-DISCONTINUITY (the other origins have none there: RFC 8216 6.2.4), and the MPD ends
+    the old run's Period at its last segment (endNumber)."""
     from flowcast.package.mpd import parse_mpd
 
     p, store = _pipeline(redundant=("http://127.0.0.1:8081", "http://127.0.0.1:8082"))
+    boundary = float(int(time.time()) - 20)  # 1 s segments: every whole second is a boundary
     p.on_run_start(1, time.time())
-    v, a = Source(*sources[VIDEO]), Source(*sources[AUDIO], start=48000 * 20)
-    v.next_dt = round(20 * 30 * v.samples[0].duration)  # media t = 20 s now: the run began 20 s ago
+    v, a = _epoch_sources(sources, boundary, boundary - 0.37)
     p.on_output(VIDEO, v.init)
     p.on_output(AUDIO, a.init)
+    p.on_output(AUDIO, a.chunk(20))  # audio before the video's first frame: held, then cut at the boundary
     _feed(p, {VIDEO: v, AUDIO: a}, 3.0)
     first = p.periods[0]
-    assert first.start_number == aligned_msn(first.start, 1.0)
-    assert abs(first.start - (time.time() - 20)) < 5  # timeline t = wall clock since 1970
+    assert (first.start, first.start_number, first.wall_clock) == (boundary, int(boundary), boundary)
+    for name in (VIDEO, AUDIO):
+        segs = p.renditions[name].segments
+        assert segs[0].msn == int(boundary), (name, [s.msn for s in segs])
+        for seg in segs:
+            assert abs(seg.start - seg.msn) < 0.011 and abs(seg.program_date_time - seg.msn) < 0.011, (name, seg)
     p.on_run_start(2, time.time())  # closes what run 1 left open
     last_run1 = min(r.segments[-1].msn for r in p.renditions.values())
-    v, a = Source(*sources[VIDEO]), Source(*sources[AUDIO])
+    again = boundary + 15.0
+    v, a = _epoch_sources(sources, again, again - 0.6)
+    p.on_output(VIDEO, v.init)
+    p.on_output(AUDIO, a.init)
+    p.on_output(AUDIO, a.chunk(30))
+    _feed(p, {VIDEO: v, AUDIO: a}, 3.0)
+    second = p.periods[1]
+    assert second.start_number == int(again) and second.start == again
+    assert first.last_msn == last_run1
+    for name in (VIDEO, AUDIO):
+        segs = p.renditions[name].segments
+        msns = [s.msn for s in segs]
+        assert msns == list(range(msns[0], msns[0] + len(msns))), (name, msns)
+        gaps = [s for s in segs if s.gap]
+        assert [s.msn for s in gaps] == list(range(last_run1 + 1, int(again))), (name, [s.msn for s in gaps])
+        assert all(s.start == s.msn and s.duration == 1.0 and s.program_date_time == s.msn for s in gaps)
+        real = [s for s in segs if not s.gap and s.msn >= int(again)]
+        assert real and all(abs(s.start - s.msn) < 0.011 for s in real), (name, real[:2])
+        text = store.playlist(f"live/{name}/index.m3u8").full.decode()
+        assert "#EXT-X-DISCONTINUITY" not in text.replace("#EXT-X-DISCONTINUITY-SEQUENCE", "")
+        assert conformance.errors(conformance.check_media_playlist(text)) == []
+    # the stored segments carry the epoch on their tfdt
+    init = store.get(f"live/{AUDIO}/init.mp4").data
+    seg = store.get(f"live/{AUDIO}/{int(again) + 1}.m4s").data
+    frags = [e for e in FragmentedMP4Reader().feed(init + seg) if isinstance(e, Fragment)]
+    assert abs(frags[0].samples[0].decode_time / 48000 - (int(again) + 1)) <= 512 / 48000
+    text = store.get("live/manifest.mpd").data.decode()
+    assert f'endNumber="{first.last_msn}"' in text
+    periods = parse_mpd(text).periods
+    templates = [per.adaptation_sets[0].segment_template for per in periods]
+    assert [t.start_number for t in templates] == [first.start_number, second.start_number]
+    # $Number$ N sits at media time N x 1 s: presentationTimeOffset = startNumber x duration
+    assert all(t.presentation_time_offset == t.start_number * t.timescale for t in templates)
+
+
+@on_loop
+def test_epoch_locked_rendition_that_misses_the_first_boundary_starts_at_the_next(sources) -> None:
+    """A rendition whose first sample comes after the run's first boundary starts at the next
+    slot (its playlist starts one number later), still numbered by the slot it starts in."""
+    p, store = _pipeline(redundant=("http://127.0.0.1:8081", "http://127.0.0.1:8082"))
+    boundary = float(int(time.time()) - 20)
+    p.on_run_start(1, time.time())
+    v, a = _epoch_sources(sources, boundary, boundary + 0.05)  # audio 50 ms late: misses the boundary
     p.on_output(VIDEO, v.init)
     p.on_output(AUDIO, a.init)
     _feed(p, {VIDEO: v, AUDIO: a}, 3.0)
-    second = p.periods[1]
-    assert second.start_number == aligned_msn(second.start, 1.0) > last_run1 + 10  # ~17 s of downtime
-    for name in (VIDEO, AUDIO):
-        msns = [s.msn for s in p.renditions[name].segments]
-        assert msns == list(range(msns[0], msns[0] + len(msns))), (name, msns)
-        skipped = [s.msn for s in p.renditions[name].segments if s.gap]
-        assert skipped and skipped[-1] == second.start_number - 1
-        pl = store.playlist(f"live/{name}/index.m3u8")
-        assert pl is not None and conformance.errors(conformance.check_media_playlist(pl.full.decode())) == []
-    mpd_bytes = store.get("live/manifest.mpd")
-    assert mpd_bytes is not None
-    text = mpd_bytes.data.decode()
-    assert f'endNumber="{first.last_msn}"' in text and first.last_msn == last_run1
-    periods = parse_mpd(text).periods
-    assert [per.adaptation_sets[0].segment_template.start_number for per in periods] == [
-        first.start_number, second.start_number,
-    ]
+    assert p.renditions[VIDEO].segments[0].msn == int(boundary)
+    audio = p.renditions[AUDIO].segments
+    assert audio[0].msn == int(boundary) + 1 and not audio[0].gap, [s.msn for s in audio]

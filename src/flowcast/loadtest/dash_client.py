@@ -8,7 +8,10 @@ As dash.js in low-latency mode:
   and seek to it once the first chunks are in;
 - fetch each segment as soon as its first chunk is available; the origin streams the rest
   with chunked transfer encoding; every CMAF chunk (moof+mdat) is added to the buffer when
-  its last byte arrives, timed from its samples (flowcast.media.fmp4 reads them);
+  its last byte arrives, timed from its samples (flowcast.media.fmp4 reads them); a segment
+  re-requested from another BaseURL after a failover adds only the chunks not yet buffered
+  (MSE overwrites the same time range), and the decode times say whether the new origin's
+  media continues the old one's (ViewerBase.note_media);
 - latency from ProducerReferenceTime (wallClockTime <-> presentationTime) against the
   synchronised clock; ABR from chunk bursts (bytes over the time they took to arrive
   back to back), since a chunked segment arrives at the encoder's pace.
@@ -146,6 +149,8 @@ class DashViewer(ViewerBase):
                     if isinstance(ev, Fragment) and ev.samples:
                         first = ev.samples[0].decode_time / ts
                         dur = sum(s.duration for s in ev.samples) / ts
+                        if not self.note_media(first, dur, max(s.duration for s in ev.samples) / ts):
+                            continue  # re-sent after a failover: already buffered
                         capture = prt_wall + (first - prt_media)
                         self.pb.append(t, Span(capture - offset, dur, kbps))
                         self.note_bitrate(kbps)

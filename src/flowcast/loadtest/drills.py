@@ -2,8 +2,10 @@
 its time, and is judged from the raw per-viewer rows afterwards.
 
 - `origin-kill`: SIGKILL one of two redundant origins; every viewer on it must be playing
-  again (from the other pathway / BaseURL) within 2 target durations, and no viewer may
-  stop with an error.
+  again (from the other pathway / BaseURL) within 2 target durations, the media it gets
+  there must continue where the dead origin's stopped (decode times within a frame: nothing
+  skipped or repeated, which epoch-locked origins guarantee), and no viewer may stop with an
+  error.
 - `license-outage`: the ClearKey license endpoint fails for N seconds (the origin's admin
   chaos control); viewers already licensed keep playing until the next key period.
 - `publication-stall`: the origin holds publication for S seconds (admin chaos control);
@@ -80,6 +82,15 @@ def resumed_after(row: dict[str, Any], ts: float) -> float | None:
     return max(media, stall_end, 0.0)
 
 
+def failover_media_gap(row: dict[str, Any], ts: float, origin_id: str) -> tuple[float, float] | None:
+    """(decode-time gap, frame duration) of the first media a viewer got after leaving
+    `origin_id` at or after `ts` (ViewerBase.note_media); None: no such failover was measured."""
+    for f in row.get("failovers", []):
+        if f["from"] == origin_id and f["at"] >= ts - 0.5 and f.get("media_gap_s") is not None:
+            return float(f["media_gap_s"]), float(f.get("frame_s") or 0.0)
+    return None
+
+
 @dataclass
 class Drill:
     """Base: `at_s` seconds after the run's start."""
@@ -117,7 +128,8 @@ class OriginKill(Drill):
     def expectation(self) -> str:
         return (
             f"100% of viewers on the killed origin ({self.origin_id}) play again within 2 target durations "
-            f"({2 * self.target_duration_s:g} s), no viewer stops with an error"
+            f"({2 * self.target_duration_s:g} s) on media that continues the dead origin's within a frame "
+            "(nothing skipped or repeated), no viewer stops with an error"
         )
 
     def fire(self) -> dict[str, Any]:
@@ -133,6 +145,9 @@ class OriginKill(Drill):
         times = [resumed_after(r, fired_at) for r in on_it]
         ok = [t for t in times if t is not None and t <= limit]
         errors = [r["error_code"] for r in rows if r["error_code"]]
+        gaps = [failover_media_gap(r, fired_at, self.origin_id) for r in on_it]
+        measured_gaps = [g for g in gaps if g is not None]
+        continuous = [g for g in measured_gaps if abs(g[0]) <= g[1] + 1e-6]
         measured = {
             "viewers_active": len(active),
             "viewers_on_killed_origin": len(on_it),
@@ -141,8 +156,10 @@ class OriginKill(Drill):
             "never_resumed": sum(t is None for t in times),
             "viewers_with_error": len(errors),
             "limit_s": limit,
+            "media_continuous": len(continuous),
+            "worst_media_gap_s": max((g[0] for g in measured_gaps), key=abs, default=None),
         }
-        passed = bool(on_it) and len(ok) == len(on_it) and not errors
+        passed = bool(on_it) and len(ok) == len(on_it) and not errors and len(continuous) == len(on_it)
         return DrillResult(self.name, self.expectation, fired_at, passed, measured)
 
 

@@ -57,9 +57,15 @@ class ViewerResult:
     network_profile: str = ""
     last_media_ts: float = 0.0  # wall clock of the last media received (drills: did it keep coming?)
     # redundant origins: the pathway / BaseURL played first, and each switch as
-    # {"at": wall ts of the error, "from", "to", "error", "resumed_at": wall ts of the next media}
+    # {"at": wall ts of the error, "from", "to", "error", "resumed_at": wall ts of the next media,
+    #  "media_gap_s": decode time of the first new media after it minus the end of the media
+    #  before it (0: neither skipped nor repeated), "frame_s": that media's frame duration}
     origin: str = ""
     failovers: list[dict[str, Any]] = field(default_factory=list)
+    # media continuity of the track played (decode times of consecutive CMAF chunks, parsed
+    # from the bytes): jumps of more than a frame, as [wall ts, origin, gap s] (first 20)
+    media_chunks: int = 0
+    media_jumps: list[list[Any]] = field(default_factory=list)
     # mean throughput of the media transfers the ABR measured (bits over their transfer times)
     throughput_kbps: float | None = None
     # encrypted streams: each ClearKey license request as [wall ts, HTTP status or 0 (network)]
@@ -128,6 +134,7 @@ class ViewerBase:
         self._failures = 0
         self._next_latency = 0.0
         self._last_bitrate: int | None = None
+        self._media_end: float | None = None  # decode time (s) where the media received so far ends
 
     # --- helpers -------------------------------------------------------------------------
     def remaining(self) -> float:
@@ -234,6 +241,26 @@ class ViewerBase:
         if self._last_bitrate is not None and kbps != self._last_bitrate:
             self.result.bitrate_switches += 1
         self._last_bitrate = kbps
+
+    def note_media(self, start_s: float, duration_s: float, frame_s: float) -> bool:
+        """A CMAF chunk of the played track arrived, with its decode time and duration. False
+        for media entirely before what was received already (a segment re-requested from
+        another origin after a failover: MSE would overwrite the same range with it, so it
+        adds nothing); else the chunk is new, and its distance from the end of the media so
+        far is recorded where it is more than a frame, and for the first chunk after a failover."""
+        end = self._media_end
+        if end is not None and start_s + duration_s <= end + frame_s / 2:
+            return False
+        self.result.media_chunks += 1
+        if end is not None:
+            gap = round(start_s - end, 6)
+            if abs(gap) > frame_s and len(self.result.media_jumps) < 20:
+                self.result.media_jumps.append([round(time.time(), 3), self.origins[self.origin_idx].id, gap])
+            pending = [f for f in self.result.failovers if "media_gap_s" not in f]
+            for f in pending:
+                f["media_gap_s"], f["frame_s"] = gap, round(frame_s, 6)
+        self._media_end = max(end or 0.0, start_s + duration_s)
+        return True
 
     def sample_latency(self) -> None:
         now = time.monotonic()

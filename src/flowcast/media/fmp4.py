@@ -6,14 +6,18 @@ turns ftyp+moov into an InitSegment and each moof+mdat into one Fragment per tra
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from .boxes import Box, BoxError, ByteReader, box, find_box, find_path, full_box_header, iter_boxes, read_header
 from .codecs import CodecError, aac_config, avc_codec, hevc_codec, opus_config
 from .types import Fragment, InitSegment, Sample, TrackInfo
 
-__all__ = ["FragmentedMP4Reader", "cmaf_ftyp", "is_sync_sample", "parse_moov"]
+__all__ = ["ChunkTiming", "FragmentedMP4Reader", "chunk_timing", "cmaf_ftyp", "is_sync_sample", "parse_moov"]
 
+_BOX = struct.Struct(">I4s")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 # sample_flags bits (14496-12 8.8.3.1)
 _NON_SYNC = 0x00010000
 # Sanity caps so garbage input fails fast instead of buffering or looping without end.
@@ -286,3 +290,71 @@ class FragmentedMP4Reader:
                 decode_time += duration
             events.append(Fragment(run.track_id, tuple(samples)))
         return events
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTiming:
+    """Where CMAF chunks sit on their track's media timeline, in its timescale."""
+
+    decode_time: int  # tfdt of the first chunk
+    duration: int  # summed sample durations of all chunks
+    max_sample_duration: int
+
+
+def chunk_timing(data: bytes, default_duration: int = 0) -> ChunkTiming | None:
+    """Timing of the chunks (moof+mdat, one track) laid end to end in `data`, read from the
+    moof boxes alone: a client following the media timeline (the load tester's continuity
+    check, on every part it fetches) needs neither the samples nor a copy of the mdat, so
+    this walks offsets in place. `default_duration`: the trex default, for truns and tfhds
+    that carry none. None when no moof with a tfdt is there."""
+    first: int | None = None
+    total = longest = 0
+    for moof, moof_end in _children_at(data, 0, len(data), "moof"):
+        for traf, traf_end in _children_at(data, moof, moof_end, "traf"):
+            duration = default_duration
+            pos = traf
+            while pos + 8 <= traf_end:
+                size, kind = _BOX.unpack_from(data, pos)
+                if size < 12 or pos + size > traf_end:
+                    raise BoxError(f"bad box in traf at {pos}")
+                flags = _U32.unpack_from(data, pos + 8)[0]
+                version, flags = flags >> 24, flags & 0xFFFFFF
+                body = pos + 12
+                if kind == b"tfhd":
+                    at = body + 4 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
+                    if flags & 0x8:
+                        duration = _U32.unpack_from(data, at)[0]
+                elif kind == b"tfdt" and first is None:
+                    first = (_U64 if version == 1 else _U32).unpack_from(data, body)[0]
+                elif kind == b"trun":
+                    count = _U32.unpack_from(data, body)[0]
+                    at = body + 4 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+                    stride = 4 * bin(flags & 0xF00).count("1")
+                    if at + count * stride > pos + size:
+                        raise BoxError(f"trun claims {count} samples, payload too short")
+                    if flags & 0x100:
+                        durations = [_U32.unpack_from(data, at + i * stride)[0] for i in range(count)]
+                        total += sum(durations)
+                        longest = max(longest, max(durations, default=0))
+                    else:
+                        total += count * duration
+                        longest = max(longest, duration if count else 0)
+                pos += size
+    return None if first is None else ChunkTiming(first, total, longest)
+
+
+def _children_at(data: bytes, pos: int, end: int, kind: str) -> list[tuple[int, int]]:
+    """(payload start, end) of the boxes of type `kind` among those laid in data[pos:end]
+    (incomplete trailing boxes ignored: a body still arriving)."""
+    out = []
+    while pos < end:
+        head = read_header(data, pos)
+        if head is None:
+            break
+        box_type, header, size = head
+        if size == 0 or pos + size > end:
+            break
+        if box_type == kind:
+            out.append((pos + header, pos + size))
+        pos += size
+    return out

@@ -29,16 +29,19 @@ from flowcast.transcode.forensic import variant_b_output
 log = logging.getLogger(__name__)
 
 AUDIO = "audio"
-# Epoch of every origin's timeline (Unix epoch): timeline t = media wall clock, and a segment
-# starting at t is numbered round(t / segment duration); two origins fed by the same
-# wall-clock source then number the same media alike (see aligned_msn).
+# Epoch of every redundant origin's timeline (Unix epoch): timeline t = media wall clock, and
+# a segment starting at t is numbered t / segment duration. Their encoders are epoch-locked
+# (transcode/epoch.py): decode times are already seconds since this epoch and segment edges
+# fall on its segment-duration grid, so every origin cuts, times and numbers alike.
 TIMELINE_EPOCH = 0.0
+EARLY_FRAGMENTS = 512  # per rendition, held until an epoch-locked run's first video frame
 
 
 def aligned_msn(timeline_s: float, segment_duration: float) -> int:
     """The media sequence number (and DASH $Number$) of a segment starting at `timeline_s`
-    seconds after TIMELINE_EPOCH: its slot on the segment-duration grid, rounded so that an
-    encoder run starting a little off the grid still takes the slot it mostly covers."""
+    seconds into the timeline: its slot on the segment-duration grid, rounded so that a run
+    starting a little off the grid (a single origin's encoder start; an epoch-locked keyframe
+    up to a frame late) still takes the slot it mostly covers."""
     return int(math.floor(timeline_s / segment_duration + 0.5))
 
 
@@ -81,6 +84,9 @@ class _Rendition:
     # "B": the forensic watermark's variant B of the marked rung: same paths and numbers as
     # its A twin, published into the variant store, never listed in a playlist of its own.
     variant: str = "A"
+    # Epoch-locked runs open on the video's first frame (a segment boundary); fragments of the
+    # other tracks that come before it wait here (bounded) and are cut from that boundary.
+    early: deque[Fragment] = field(default_factory=lambda: deque(maxlen=EARLY_FRAGMENTS))
 
 
 class LivePipeline:
@@ -141,6 +147,8 @@ class LivePipeline:
                 name=a.name, bandwidth=a.bandwidth, average_bandwidth=a.average_bandwidth, fps=a.fps, variant="B"
             )
         self.availability_start: float | None = None
+        # Redundant origins: the encoder's timestamps are on the epoch and segments on its grid.
+        self.epoch_locked = config.epoch_locked
         self.periods: list[_Period] = []
         self.run = 0
         self._run_anchor: float | None = None  # wall clock of media time 0 in the current run
@@ -164,6 +172,7 @@ class LivePipeline:
         for r in self._all():
             r.reader = FragmentedMP4Reader()
             r.pending_parts.clear()
+            r.early.clear()
 
     def on_output(self, name: str, data: bytes) -> None:
         r = self.renditions.get(name) or self.variants.get(name)
@@ -174,6 +183,9 @@ class LivePipeline:
                 self._on_init(r, event)
             elif isinstance(event, Fragment) and r.segmenter is not None:
                 if self._run_anchor is None and event.samples:
+                    if self.epoch_locked and r.track is not None and r.track.kind != "video":
+                        r.early.append(event)  # cut from the video's first boundary (_open_period)
+                        continue
                     self._open_period(r, event)
                 self._handle(r, r.segmenter.push(event.samples))
 
@@ -244,18 +256,21 @@ class LivePipeline:
 
     def _open_period(self, r: _Rendition, first: Fragment) -> None:
         """Anchor the run on the wall clock: timeline time == seconds since availabilityStartTime."""
+        if self.epoch_locked:
+            self._open_locked_period(r, first)
+            return
         now = time.time()
         # r's own timescale: every rendition is a one-track file, so track ids (all 1) say nothing.
         assert r.track is not None
         t0 = first.samples[0].decode_time / r.track.timescale
         anchor = now - t0
         if self.availability_start is None:
-            # Redundant origins count timeline and numbers from a fixed epoch, not from their
-            # own start, so they number and time the same wall-clock media alike. A single
-            # origin counts from its first run: FFmpeg 5.1's DASH demuxer follows a live MPD
-            # only when the first Period starts at availabilityStartTime with no
-            # presentationTimeOffset (its min/max segment numbers ignore both).
-            self.availability_start = TIMELINE_EPOCH if self.config.origin.redundant else anchor
+            # A single origin counts timeline and numbers from its first run: FFmpeg 5.1's
+            # DASH demuxer follows a live MPD only when the first Period starts at
+            # availabilityStartTime with no presentationTimeOffset (its min/max segment
+            # numbers ignore both). Redundant origins count from a fixed epoch instead
+            # (_open_locked_period).
+            self.availability_start = anchor
         offset = max(anchor - self.availability_start, self._last_timeline_end)
         # Snap to the timescale grid shared by all renditions (ms) so every track starts together.
         offset = round(offset, 3)
@@ -265,14 +280,44 @@ class LivePipeline:
             [aligned_msn(offset, self.segment_duration)]
             + [r.segmenter.next_msn for r in self.renditions.values() if r.segmenter]
         )
-        discontinuity = bool(self.periods)
+        self._begin_period(first_msn, start=offset, wall_clock=anchor, discontinuity=bool(self.periods))
+
+    def _open_locked_period(self, r: _Rendition, first: Fragment) -> None:
+        """An epoch-locked run (transcode/epoch.py): decode times are seconds since the UNIX
+        epoch and the video's first frame is a segment boundary, so the timeline is the media
+        clock itself (no offset), N = t / segment duration, and the run continues the last one
+        on the same timeline: no discontinuity (RFC 8216 6.2.4: variant streams' matching
+        content has matching Discontinuity Sequence Numbers, and the other origins have none
+        here). The numbers of the downtime become gaps (_fill_gaps) and, in DASH, the end of
+        the last run's Period."""
+        assert r.track is not None
+        t0 = first.samples[0].decode_time / r.track.timescale
+        lag = time.time() - t0
+        if abs(lag) > 120.0:
+            log.warning("epoch-locked encoder: first frame %.1f s %s the wall clock; its segments "
+                        "will not line up with the other origins'", abs(lag), "behind" if lag > 0 else "ahead of")
+        self.availability_start = TIMELINE_EPOCH
+        self._run_anchor, self._run_offset = 0.0, -TIMELINE_EPOCH
+        first_msn = max(
+            [aligned_msn(t0 - TIMELINE_EPOCH, self.segment_duration)]
+            + [x.segmenter.next_msn for x in self.renditions.values() if x.segmenter]
+        )
+        start = first_msn * self.segment_duration
+        log.info("run %d epoch-locked: first segment %d at %.3f (first frame %.3f s old)", self.run, first_msn, start, lag)
+        self._begin_period(first_msn, start=start, wall_clock=TIMELINE_EPOCH + start, discontinuity=False)
+        for other in self._all():
+            while other.early and other.segmenter is not None:
+                self._handle(other, other.segmenter.push(other.early.popleft().samples))
+
+    def _begin_period(self, first_msn: int, *, start: float, wall_clock: float, discontinuity: bool) -> None:
+        """Start every rendition's segmenter on the new run and list the run's DASH Period."""
         if self.periods:
             done = [x.segments[-1].msn for x in self.renditions.values() if x.segments and not x.segments[-1].gap]
             self.periods[-1].last_msn = min(done) if done else None
         for other in self._all():
             if other.segmenter is not None:
                 self._start_run(other, discontinuity=discontinuity, first_msn=first_msn)
-        self.periods.append(_Period(id=f"p{self.run}", start=offset, start_number=first_msn, wall_clock=anchor))
+        self.periods.append(_Period(id=f"p{self.run}", start=start, start_number=first_msn, wall_clock=wall_clock))
         self._publish_mpd()
 
     def _start_run(self, r: _Rendition, *, discontinuity: bool, first_msn: int) -> None:
@@ -283,6 +328,7 @@ class LivePipeline:
             wallclock_at_zero=self._run_anchor,
             discontinuity=discontinuity,
             first_msn=first_msn,
+            grid_locked=self.epoch_locked,
         )
         r.pending_discontinuity = discontinuity
 
@@ -290,7 +336,9 @@ class LivePipeline:
         """Keep numbers aligned across renditions after a restart: when the last run ended
         with this rendition one segment short of the others (audio crossed a boundary that
         video's keyframe had not reached), list the missing numbers as EXT-X-GAP segments
-        rather than leave a hole in the media sequence."""
+        rather than leave a hole in the media sequence. Epoch-locked, a number is a slot of
+        the timeline's segment grid whether or not it was produced (a downtime, a missed
+        boundary): its gap covers exactly that slot."""
         if not r.segments:
             return
         last = r.segments[-1]
@@ -298,13 +346,17 @@ class LivePipeline:
             peers = [s for o in self.renditions.values() if o is not r for s in o.segments if s.msn == msn]
             duration = peers[0].duration if peers else self.segment_duration
             start = last.start + last.duration
+            pdt = last.program_date_time + last.duration
+            if self.epoch_locked:
+                start, duration = msn * self.segment_duration, self.segment_duration
+                pdt = TIMELINE_EPOCH + start
             last = Segment(
                 msn=msn,
                 start=start,
                 duration=max(duration, 0.001),
                 parts=(),
                 discontinuity=False,
-                program_date_time=last.program_date_time + last.duration,
+                program_date_time=pdt,
                 data=b"",
                 gap=True,
             )
@@ -317,6 +369,8 @@ class LivePipeline:
                 part = event.part
                 seg_path = self._path(r.name, f"{part.msn}.m4s")
                 if r.growing != part.msn:
+                    if self.epoch_locked:
+                        self._fill_gaps(r, part.msn)  # a slot this rendition did not produce
                     self._store(r).begin(seg_path)
                     r.growing = part.msn
                     r.pending_parts.clear()
@@ -333,6 +387,8 @@ class LivePipeline:
                 if r.growing == seg.msn:
                     self._store(r).finish(seg_path)
                 else:  # broadcast mode: no parts, the segment arrives whole
+                    if self.epoch_locked:
+                        self._fill_gaps(r, seg.msn)
                     self._store(r).put(seg_path, seg.data, "segment")
                 r.growing = None
                 r.pending_parts.clear()

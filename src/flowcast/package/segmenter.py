@@ -2,6 +2,10 @@
 
 Sans-I/O: push samples, get PartReady/SegmentReady events. Each part is one CMAF chunk
 (moof+mdat) written once; a segment is the concatenation of its parts.
+
+Grid-locked runs (`start_run(grid_locked=True)`, for epoch-locked redundant origins) number
+segments by their slot on the segment-duration grid of the timeline (N = start / duration)
+and begin at the first sample that opens a slot, so every origin cuts and numbers alike.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class Segmenter:
         self._discontinuity = False
         self._run_start = 0  # timeline tick of the run's t = 0: origin of the audio grid
         self._waiting_sync = self._video
+        self._grid_locked = False  # numbers are grid slots (start_run)
+        self._waiting_grid = False  # dropping samples until one opens a slot >= next_msn
         self._queued: list[Event] = []
         self._last_duration = 0
         self._reset_segment()
@@ -95,11 +101,16 @@ class Segmenter:
         wallclock_at_zero: float,
         discontinuity: bool,
         first_msn: int | None = None,
+        grid_locked: bool = False,
     ) -> None:
         """A new encoder run whose decode times start near 0 at `timeline_offset` seconds.
 
         Anything still open from the previous run is closed; its events come out of the next
-        push() or flush().
+        push() or flush(). `grid_locked`: the run's decode times are already on the timeline
+        (epoch-locked encoder): drop samples until one opens a segment slot at or after
+        `first_msn` (video: a sync sample from half a frame before to one frame after the slot
+        boundary; other tracks: within half a sample of it), and number every segment by the
+        slot it starts in.
         """
         self._queued.extend(self._close_segment())
         self._tick_offset = round(timeline_offset * self._ts)
@@ -109,11 +120,18 @@ class Segmenter:
         if first_msn is not None:
             self._next_msn = max(self._next_msn, first_msn)  # MSNs never go backwards (rfc8216bis 6.2.1)
         self._waiting_sync = self._video
+        self._grid_locked = self._waiting_grid = grid_locked
 
     def push(self, samples: Iterable[Sample]) -> list[Event]:
         """Add samples in decode order; return the parts and segments they complete."""
         events, self._queued = self._queued, []
         for sample in samples:
+            if self._waiting_grid:
+                slot = self._slot_opened_by(sample, sample.decode_time + self._tick_offset)
+                if slot is None or slot < self._next_msn:
+                    continue
+                self._next_msn = slot
+                self._waiting_grid = self._waiting_sync = False
             if self._waiting_sync:
                 if not sample.is_sync:
                     continue  # a segment must open on a random access point (23000-19 7.3.2.2)
@@ -159,6 +177,18 @@ class Segmenter:
             return sample.is_sync and self._segment_due(tick, sample.duration)
         return tick >= self._grid_boundary() - sample.duration / 2
 
+    def _slot_opened_by(self, sample: Sample, tick: int) -> int | None:
+        """The grid slot whose boundary `sample` opens (grid-locked runs), else None."""
+        if self._video and not sample.is_sync:
+            return None
+        rel = tick - self._run_start
+        slot = int((rel + self._seg_ticks / 2) // self._seg_ticks)
+        off = rel - slot * self._seg_ticks
+        # An encoder forces the keyframe at the first frame at or after the boundary: up to a
+        # frame late when the rate does not divide the segment (29.97 fps).
+        late = sample.duration if self._video else sample.duration / 2
+        return slot if -sample.duration / 2 <= off < late else None
+
     def _segment_due(self, tick: int, duration: int) -> bool:
         """Whether a video sync sample at `tick` opens the next segment."""
         return self._seg_duration >= self._seg_ticks - duration / 2 or tick >= self._grid_boundary() - duration / 2
@@ -193,6 +223,11 @@ class Segmenter:
         self._seg_first_duration = 0
 
     def _open_segment(self, sample: Sample, tick: int) -> None:
+        if self._grid_locked:
+            # Numbered by slot: a segment that swallowed a slot (a keyframe the encoder did
+            # not force) leaves the next number unused rather than shift every later one.
+            slot = int((tick - self._run_start + self._seg_ticks / 2) // self._seg_ticks)
+            self._next_msn = max(self._next_msn, slot)
         self._seg_start_tick = tick
         self._seg_first_duration = sample.duration
         self._seg_pdt = self._wallclock_at_zero + sample.decode_time / self._ts

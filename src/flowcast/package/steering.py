@@ -7,9 +7,10 @@ manifest (JSON: VERSION, TTL, RELOAD-URI, PATHWAY-PRIORITY) that players reload 
 DASH lists the same origins as MPD-level BaseURLs with @serviceLocation (ISO/IEC 23009-1
 5.6, DASH-IF IOP 4.3 "Multiple Base URLs"); players move to the next one on errors.
 
-The origins agree on numbering (see origin.pipeline.aligned_msn), so a player switching
+The origins' encoders are epoch-locked (transcode/epoch.py): segment N is the same
+wall-clock interval with the same decode times on every origin, so a player switching
 pathway asks the other origin for the next MSN/part, or the next $Number$, and gets the
-same media.
+media that continues what it had, neither skipping nor repeating.
 """
 
 from __future__ import annotations

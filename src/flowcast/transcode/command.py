@@ -5,6 +5,10 @@ Each rung and the audio rendition is its own fragmented-MP4 output with a single
 each track incrementally. `frag_every_frame` + `flush_packets` make every access unit a
 moof+mdat as soon as it is encoded; the packager groups them into parts and segments.
 Progress (`frame=`, `fps=`, `speed=`) is written key=value to a separate descriptor.
+
+Epoch-locked sources (redundant origins, transcode/epoch.py) keep their epoch timestamps
+through the graph and the muxer, and the graph drops the frames before the first segment
+boundary, so the forced keyframes fall on epoch multiples of the segment duration.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shlex
 from collections.abc import Mapping
 
 from flowcast.config import FlowcastConfig
+from flowcast.transcode import epoch
 from flowcast.transcode.encoders import video_options
 from flowcast.transcode.forensic import ForensicEncode, variant_b_output
 from flowcast.transcode.sources import Source
@@ -39,11 +44,23 @@ def _check_forensic(config: FlowcastConfig, forensic: ForensicEncode | None) -> 
         raise ValueError("protection.watermark.forensic and the pattern given to the command disagree")
 
 
+def audio_labels(config: FlowcastConfig, source: Source) -> list[str]:
+    """What each audio output maps: the source's audio, or, when the source has an audio
+    filter (its epoch clock), one split output of it per consumer (CMAF, then WebRTC)."""
+    n = 2 if config.webrtc.enabled else 1
+    if not source.audio_filter:
+        return [source.audio] * n
+    return [f"[a{i}]" for i in range(n)]
+
+
 def filter_graph(config: FlowcastConfig, source: Source, forensic: ForensicEncode | None = None) -> str:
     rungs = config.ladder.rungs
     head = f"[{source.video}]"
     if source.video_filter:
         head += source.video_filter + ","
+    if source.epoch_locked:
+        fastest = max([r.fps for r in rungs] + ([config.webrtc.fps] if config.webrtc.enabled else []))
+        head += epoch.first_boundary(config.packaging.segment_s, fastest) + ","
     webrtc = config.webrtc
     n = len(rungs) + (1 if webrtc.enabled else 0)
     head += f"split={n}" + "".join(f"[s{i}]" for i in range(n))
@@ -61,10 +78,17 @@ def filter_graph(config: FlowcastConfig, source: Source, forensic: ForensicEncod
         if marked:  # split after scaling: A and B differ only by the mark
             assert forensic is not None
             chains.append(forensic.graph(f"v{i}m", f"v{i}", f"v{i}b"))
+    if source.audio_filter:
+        labels = audio_labels(config, source)
+        split = f",asplit={len(labels)}" if len(labels) > 1 else ""
+        chains.append(f"[{source.audio}]{source.audio_filter}{split}{''.join(labels)}")
     return ";".join(chains)
 
 
-def _cmaf_output(fd: int) -> list[str]:
+def _cmaf_output(fd: int, epoch_locked: bool = False) -> list[str]:
+    if epoch_locked:
+        return [*epoch.muxer_options(), "-f", "mp4", "-movflags", CMAF_MOVFLAGS + epoch.MOVFLAGS_EPOCH,
+                "-flush_packets", "1", f"pipe:{fd}"]
     return ["-f", "mp4", "-movflags", CMAF_MOVFLAGS, "-flush_packets", "1", f"pipe:{fd}"]
 
 
@@ -92,23 +116,26 @@ def build_command(
         cmd += ["-nostats", "-progress", f"pipe:{progress_fd}", "-stats_period", "1"]
     cmd += list(source.input_args)
     cmd += ["-filter_complex", filter_graph(config, source, forensic)]
+    locked = source.epoch_locked
+    sync = epoch.VIDEO_SYNC if locked else []
     for i, rung in enumerate(config.ladder.rungs):
         cmd += ["-map", f"[v{i}]"]
         cmd += video_options(config.encoder, rung, mode=mode, segment_s=seg)
-        cmd += ["-video_track_timescale", str(VIDEO_TIMESCALE)]
-        cmd += _cmaf_output(outputs[rung.name])
+        cmd += ["-video_track_timescale", str(VIDEO_TIMESCALE), *sync]
+        cmd += _cmaf_output(outputs[rung.name], locked)
         if forensic is not None and rung.name == forensic.rendition:
             # variant B: the very same options, so both cut at the same forced keyframes
             cmd += ["-map", f"[v{i}b]"]
             cmd += video_options(config.encoder, rung, mode=mode, segment_s=seg)
-            cmd += ["-video_track_timescale", str(VIDEO_TIMESCALE)]
-            cmd += _cmaf_output(outputs[forensic.output_b])
+            cmd += ["-video_track_timescale", str(VIDEO_TIMESCALE), *sync]
+            cmd += _cmaf_output(outputs[forensic.output_b], locked)
     audio = config.ladder.audio
-    cmd += ["-map", source.audio, "-c:a", "aac", "-b:a", f"{audio.bitrate_kbps}k"]
+    audio_in = audio_labels(config, source)
+    cmd += ["-map", audio_in[0], "-c:a", "aac", "-b:a", f"{audio.bitrate_kbps}k"]
     cmd += ["-ac", str(audio.channels), "-ar", str(audio.sample_rate)]
-    cmd += _cmaf_output(outputs[AUDIO_OUTPUT])
+    cmd += _cmaf_output(outputs[AUDIO_OUTPUT], locked)
     if config.webrtc.enabled:
-        cmd += webrtc_output(config, source, outputs[WEBRTC_OUTPUT])
+        cmd += webrtc_output(config, source, outputs[WEBRTC_OUTPUT], audio=audio_in[-1])
     return cmd
 
 
@@ -122,7 +149,7 @@ def h264_level(width: int, height: int, fps: float) -> str:
     return "5.1"
 
 
-def webrtc_output(config: FlowcastConfig, source: Source, fd: int) -> list[str]:
+def webrtc_output(config: FlowcastConfig, source: Source, fd: int, *, audio: str | None = None) -> list[str]:
     """The one rendition WHEP viewers share, forwarded as encoded (no per-viewer encode).
 
     WebRTC's H.264 profile: constrained baseline (x264 `baseline` sets constraint_set1, so
@@ -142,7 +169,7 @@ def webrtc_output(config: FlowcastConfig, source: Source, fd: int) -> list[str]:
         "-bf", "0", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
         "-b:v", f"{w.video_bitrate_kbps}k", "-maxrate", f"{w.video_bitrate_kbps}k",
         "-bufsize", f"{max(1, w.video_bitrate_kbps // 2)}k",
-        "-map", source.audio, "-c:a", "libopus", "-application", "lowdelay", "-frame_duration", "20",
+        "-map", audio or source.audio, "-c:a", "libopus", "-application", "lowdelay", "-frame_duration", "20",
         "-b:a", f"{w.audio_bitrate_kbps}k", "-ar", "48000", "-ac", "2",
         "-f", "mpegts", "-omit_video_pes_length", "0", "-pes_payload_size", "0",
         "-muxdelay", "0", "-muxpreload", "0", "-flush_packets", "1", f"pipe:{fd}",

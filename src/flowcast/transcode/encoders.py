@@ -3,7 +3,9 @@
 Every profile produces closed GOPs of exactly one segment (GOP = segment duration x fps,
 `-keyint_min` the same, scene-cut keyframes off, and `-force_key_frames` on the segment
 boundaries in media time) so that every rendition switches on the same frame and the
-packager can cut every rung at the same instants. Low-latency mode disables B-frames
+packager can cut every rung at the same instants. FFmpeg counts that media time from the
+first frame it encodes; epoch-locked runs (transcode/epoch.py) start on a segment boundary
+of the UNIX epoch, so the same option puts keyframes on epoch multiples of the segment. Low-latency mode disables B-frames
 (a B-frame costs at least one frame of reorder delay, and parts must be decodable as they
 arrive); broadcast mode may use them for quality.
 """

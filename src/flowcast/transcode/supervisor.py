@@ -9,8 +9,10 @@ Both are called on the event loop thread, must not block, and see a run's data s
 after its `on_run_start`. Chunks have arbitrary boundaries (whatever the pipe delivered),
 not box boundaries: the packager's fMP4 reader buffers. Each run is a fresh fMP4 stream
 per output (new ftyp+moov, timestamps from 0), so a new run is a discontinuity; the
-wall-clock start time lets the packager place it on its timeline. Output names are the
-rung names and "audio" (`command.output_names`).
+wall-clock start time lets the packager place it on its timeline. Epoch-locked
+(redundant origins, transcode/epoch.py) a run's timestamps are seconds since 1970 instead
+and its first video frame is a segment boundary, so a new run continues the timeline.
+Output names are the rung names and "audio" (`command.output_names`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import collections
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from flowcast.config import FlowcastConfig
 from flowcast.transcode.command import build_command, loggable, output_names
+from flowcast.transcode.epoch import describe_input_lock, input_lock_residual
 from flowcast.transcode.encoders import check_encoder
 from flowcast.transcode.forensic import ForensicEncode
 from flowcast.transcode.rtmp_front import RtmpFront, free_loopback_port
@@ -76,7 +81,9 @@ class EncoderSupervisor:
     ) -> None:
         check_encoder(config.encoder)  # UnknownEncoder / EncoderUnavailable before anything runs
         self.config = config
-        self.source = source or resolve_source(config.ingest, rtmp_internal_port=free_loopback_port())
+        self.source = source or resolve_source(
+            config.ingest, rtmp_internal_port=free_loopback_port(), epoch_locked=config.epoch_locked
+        )
         # RTMP: FFmpeg cannot refuse a wrong stream key, so our front owns the public port
         self.rtmp_front = RtmpFront(self.source) if self.source.kind == "rtmp" else None
         self.on_output = on_output
@@ -97,6 +104,8 @@ class EncoderSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_speed_log = 0.0
+        self.input_locked: bool | None = None  # epoch-locked contribution: its clock is the wall clock
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None  # an epoch-locked file's concat list
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -126,6 +135,9 @@ class EncoderSupervisor:
             self._task = None
         if self.rtmp_front is not None:
             await self.rtmp_front.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
 
     # ---- one run -----------------------------------------------------------------------
 
@@ -137,8 +149,12 @@ class EncoderSupervisor:
         names = output_names(self.config)
         pipes = {name: os.pipe() for name in names}
         write_fds = {name: w for name, (_, w) in pipes.items()}
+        # An epoch-locked file is read from the position the wall clock says (sources.FilePlayout).
+        if self.source.playout is not None and self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="flowcast-playout-")
+        source = self.source.for_run(time.time(), Path(self._workdir.name)) if self._workdir else self.source
         cmd = build_command(
-            self.config, write_fds, source=self.source, progress_fd=1, ffmpeg=self.ffmpeg, forensic=self.forensic
+            self.config, write_fds, source=source, progress_fd=1, ffmpeg=self.ffmpeg, forensic=self.forensic
         )
         self.run_number += 1
         started = time.time()
@@ -240,6 +256,14 @@ class EncoderSupervisor:
         async for raw in stream:
             line = self.source.mask(raw.decode(errors="replace").rstrip())
             if not line:
+                continue
+            residual = input_lock_residual(line)
+            if residual is not None:
+                # the first frame of each stream reports its input clock (transcode.epoch)
+                locked, sentence = describe_input_lock(residual)
+                if locked != self.input_locked:
+                    (log.info if locked else log.warning)("%s", sentence)
+                self.input_locked = locked
                 continue
             self.last_stderr.append(line)
             refusal = ingest_refusal(line)

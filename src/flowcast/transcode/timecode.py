@@ -11,12 +11,16 @@ Layout (a contract with the browser player kit, which decodes it from a canvas),
 Under it a human-readable clock (HH:MM:SS.mmm) for people looking at the picture.
 
 The filter chain runs on the source frames. `settb=1/1000` matters: without it `t` is
-quantised to the frame rate and every bit below ~33 ms would be noise.
+quantised to the frame rate and every bit below ~33 ms would be noise. Epoch-locked
+(redundant origins, transcode/epoch.py) the frames are labelled on the frame grid of the
+epoch instead, and the strip shows that label: the generation time to within half a frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from flowcast.transcode.epoch import generator_video_clock
 
 SOURCE_WIDTH = 1280
 SOURCE_HEIGHT = 720
@@ -34,16 +38,19 @@ class TimecodeUnreadable(ValueError):
     """The reference blocks do not show a usable white/black contrast."""
 
 
-def timecode_filter(fontfile: str = DEFAULT_FONT) -> str:
+def timecode_filter(fontfile: str = DEFAULT_FONT, *, epoch_rate: int | None = None) -> str:
     """The video filter chain that stamps each frame with its generation time.
 
     Meant to follow a 1280x720 source; it starts with `realtime` so the source is paced by
-    the wall clock, and ends with `setpts=PTS-STARTPTS` so outputs start at zero.
+    the wall clock, and ends with `setpts=PTS-STARTPTS` so outputs start at zero. With
+    `epoch_rate` (the source's frame rate) the frames keep epoch timestamps on that rate's
+    grid (transcode.epoch.generator_video_clock) and no zero shift follows.
     """
-    parts = [
-        "realtime",
-        "settb=1/1000",
-        "setpts='RTCTIME/1000'",
+    if epoch_rate is not None:
+        parts = [generator_video_clock(epoch_rate)]
+    else:
+        parts = ["realtime", "settb=1/1000", "setpts='RTCTIME/1000'"]
+    parts += [
         f"drawbox=x=0:y=0:w={STRIP_WIDTH}:h={STRIP_HEIGHT}:c=black:t=fill",
         f"drawbox=x=0:y=0:w={BLOCK_WIDTH}:h={STRIP_HEIGHT}:c=white:t=fill",
     ]
@@ -57,7 +64,8 @@ def timecode_filter(fontfile: str = DEFAULT_FONT) -> str:
         r":text='%{localtime\:%H\\\:%M\\\:%S}.%{eif\:mod(t*1000,1000)\:d\:3}'"
         f":x=20:y={STRIP_HEIGHT + 12}:fontsize=48:fontcolor=white:box=1:boxcolor=black"
     )
-    parts.append("setpts=PTS-STARTPTS")
+    if epoch_rate is None:
+        parts.append("setpts=PTS-STARTPTS")
     return ",".join(parts)
 
 
