@@ -400,7 +400,7 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, server: str, profi
             outs.append(out)
             procs.append(subprocess.Popen(
                 [PY, "-m", "benchmarks.origin_viewers", "--port", str(origin.port), "--clients", str(n),
-                 "--base", str(k * per), "--core", str(args.client_core), "--out", str(out),
+                 "--base", str(k * per), "--core", args.viewer_cores or str(args.client_core), "--out", str(out),
                  "--sched", args.viewer_sched],
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             ))
@@ -432,13 +432,17 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, server: str, profi
         origin.send(f"go {total}")
         pubs: dict[int, float] = {}
         lates = []
+        written: dict[int, tuple[int, float]] = {}  # index -> (held answers, last written), main process
         while True:
             line = origin.readline(total * 0.2 + 30).split()
             if line[0] == "done":
                 break
+            if line[0] == "served":
+                written[int(line[1])] = (int(line[2]), float(line[3]))
+                continue
             pubs[int(line[1])] = float(line[2])
             lates.append(float(line[3]))
-        time.sleep(1.0)  # let the last part's responses land
+        # (the origin waited 1 s for the last part's answers before "done")
         wall = time.monotonic() - t0
         origin_cpu = tree_cpu_seconds(origin.proc.pid) - cpu0
         errors = timeouts = 0
@@ -471,6 +475,8 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, server: str, profi
             receipts[int(a[i + 1])].append((int(a[i]), a[i + 2]))
     responses = sum(len(v) for v in receipts.values())
     measured = sorted(pubs)[args.warmup:]
+    # Origin side (main process): publish -> its last held answer written to the kernel.
+    origin_ms = [(written[i][1] - pubs[i]) * 1000 for i in sorted(pubs)[args.warmup:] if i in written]
     last_ms, med_ms, share = [], [], []
     served_all: set[int] | None = None
     per_publish = []
@@ -490,6 +496,8 @@ def fanout(args: argparse.Namespace, tmp: Path, viewers: int, server: str, profi
         "last_p50": percentile(last_ms, 0.5),
         "last_p99": percentile(last_ms, 0.99),
         "last_max": max(last_ms),
+        "origin_p50": percentile(origin_ms, 0.5) if origin_ms else float("nan"),
+        "origin_p99": percentile(origin_ms, 0.99) if origin_ms else float("nan"),
         "median_viewer_p50": percentile(med_ms, 0.5),
         "every_part": len(served_all or ()) / viewers,
         "pairs_served": sum(share) / len(share),
@@ -550,8 +558,11 @@ def main() -> None:
                              "run the first unless --fanout-servers says otherwise")
     parser.add_argument("--fanout-servers", default=None, help="comma list for (b); default: the first of --servers")
     parser.add_argument("--viewer-sched", choices=("normal", "idle"), default="normal",
-                        help="idle: viewer processes run SCHED_IDLE, so origin processes sharing their core "
-                             "(origin.workers) run first at each publish")
+                        help="idle: viewer processes run SCHED_IDLE: they only get CPU the origin processes "
+                             "leave, so the load generator never takes time from the origin it measures")
+    parser.add_argument("--viewer-cores", default=None,
+                        help="'all': viewers may run on every core (with --viewer-sched idle: on whatever "
+                             "the origin leaves); default: --client-core")
     parser.add_argument("--fanout-reps", type=int, default=2)
     parser.add_argument("--workers", default="1", help="origin processes, e.g. 1,2 (origin.workers)")
     parser.add_argument("--worker-cores", default="1", help="cores for the worker processes")
@@ -620,7 +631,8 @@ def main() -> None:
                             res = fanout(args, tmp / f"{app}{w}w{rep}", n, app)
                             res["server"], res["workers"] = app, w
                             results.append(res)
-                            print(f"  (b) {app} x{w} {n} viewers: last served p50 {res['last_p50']:.0f} ms "
+                            print(f"  (b) {app} x{w} {n} viewers: origin wrote the last p50 {res['origin_p50']:.0f} "
+                                  f"p99 {res['origin_p99']:.0f} ms; viewers had it p50 {res['last_p50']:.0f} ms "
                                   f"p99 {res['last_p99']:.0f} ms, every part {res['every_part']:.1%}, "
                                   f"{res['us_per_response']:.0f} us/response, origin cpu {res['origin_cpu']:.0%}, "
                                   f"load {res['load']}", file=sys.stderr, flush=True)
@@ -630,12 +642,15 @@ def main() -> None:
                   "per row (one line each); last-served percentiles over the publishes that at least one viewer got "
                   "(a part published while the loop was still serving the previous one, i.e. late and back to back "
                   "with the next, is got by nobody: 'parts nobody got')\n")
-            print("| origin | viewers | publish -> last served p50 ms | p99 ms | max ms | median viewer p50 ms "
+            print("| origin | viewers | publish -> origin wrote the last answer p50 ms | p99 ms "
+                  "| publish -> last viewer had it p50 ms | p99 ms | max ms | median viewer p50 ms "
                   "| viewers served every part | (viewer, part) pairs served | parts nobody got | errors/503 | origin CPU (share of wall) | origin CPU µs per response "
                   "| projected ms on a dedicated core (viewers x µs) | viewer CPU | load avg | CPU PSI some avg10 |")
-            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             for r in results:
-                print(f"| {r['server']}, {r['workers']} process{'es' if r['workers'] > 1 else ''} | {r['viewers']} | {r['last_p50']:.0f} | {r['last_p99']:.0f} | {r['last_max']:.0f} "
+                print(f"| {r['server']}, {r['workers']} process{'es' if r['workers'] > 1 else ''} | {r['viewers']} "
+                      f"| {r['origin_p50']:.0f} | {r['origin_p99']:.0f} "
+                      f"| {r['last_p50']:.0f} | {r['last_p99']:.0f} | {r['last_max']:.0f} "
                       f"| {r['median_viewer_p50']:.0f} | {r['every_part']:.1%} | {r['pairs_served']:.1%} "
                       f"| {r['unserved_publishes']} "
                       f"| {r['errors']}/{r['timeouts']} | {r['origin_cpu']:.0%} | {r['us_per_response']:.0f} "

@@ -112,6 +112,29 @@ def _publish(store, index: int) -> None:  # noqa: ANN001 - MediaStore, imported 
     )
 
 
+def recording_app_class(served: dict[tuple[int, int], list[float]]):  # noqa: ANN201
+    """OriginApp that notes, per playlist position, how many held reloads that publish
+    released and when it wrote the last of their answers: publish -> last held answer handed
+    to the kernel, on the origin's side, free of the viewers' own time to read it (they share
+    a core). A reload that arrives after its part was published is answered at once and is
+    not counted here (the viewers' own figure has it)."""
+    from flowcast.origin.app import OriginApp
+
+    class RecordingOriginApp(OriginApp):
+        async def _playlist_held(self, scope, proto, key, pl, msn, part, skip, head):  # noqa: ANN001, ANN202
+            await super()._playlist_held(scope, proto, key, pl, msn, part, skip, head)
+            pl = self.store.playlist(key)
+            if pl is not None:
+                entry = served.get((pl.msn, pl.part))
+                if entry is None:
+                    served[(pl.msn, pl.part)] = [1, time.time()]
+                else:
+                    entry[0] += 1
+                    entry[1] = time.time()
+
+    return RecordingOriginApp
+
+
 async def _run(args: argparse.Namespace) -> None:
     from flowcast.origin.app import OriginApp
     from flowcast.origin.metrics import OriginMetrics
@@ -122,7 +145,9 @@ async def _run(args: argparse.Namespace) -> None:
     static.mkdir(parents=True, exist_ok=True)
     store = MediaStore()
     metrics = OriginMetrics()
-    app = OriginApp(store, static_dir=static, vendor_dirs={}, metrics=metrics)
+    served: dict[tuple[int, int], list[float]] = {}
+    cls = recording_app_class(served) if args.mode == "fanout" else OriginApp
+    app = cls(store, static_dir=static, vendor_dirs={}, metrics=metrics)
     index = 40 * PARTS_PER_SEGMENT  # start mid-stream: the window is full
     if args.mode == "static":
         msn, part = position(40 * PARTS_PER_SEGMENT + PARTS_PER_SEGMENT - 1)
@@ -179,6 +204,10 @@ async def _run(args: argparse.Namespace) -> None:
                     t = time.time()
                     _publish(store, index)
                     print(f"pub {index} {t:.6f} {loop.time() - (start + k * period):.6f}", flush=True)
+                await asyncio.sleep(1.0)  # the last part's answers
+                for (msn, part), (count, last) in sorted(served.items()):
+                    print(f"served {msn * PARTS_PER_SEGMENT + part} {count} {last:.6f}", flush=True)
+                served.clear()
                 print("done", flush=True)
     finally:
         if pool is not None:

@@ -167,13 +167,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--base", type=int, default=0, help="id of this process's first viewer")
     parser.add_argument("--batch", type=int, default=250)
-    parser.add_argument("--core", type=int, default=1)
+    parser.add_argument("--core", default="1", help="the core to run on, or 'all'")
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--sched", choices=("normal", "idle"), default="normal",
                         help="idle: SCHED_IDLE, so an origin process sharing this core runs first")
     args = parser.parse_args()
-    os.sched_setaffinity(0, {args.core})
+    if args.core != "all":
+        os.sched_setaffinity(0, {int(args.core)})
     if args.sched == "idle":
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

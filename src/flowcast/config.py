@@ -105,6 +105,9 @@ class OriginConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    # The HTTP server: "flowcast" (origin/http1.py, HTTP/1.1) or "granian" (HTTP/1.1 and
+    # HTTP/2); "auto": ours for plain HTTP, granian when the origin terminates TLS.
+    server: Literal["auto", "flowcast", "granian"] = "auto"
     # TLS: a certificate and key (PEM), or tls_self_signed for a development certificate.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -146,6 +149,9 @@ class OriginConfig(BaseModel):
     def _tls_pair(self) -> "OriginConfig":
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
+        if self.server == "flowcast" and (self.tls_self_signed or self.tls_cert is not None):
+            raise ValueError("server: flowcast speaks plain HTTP/1.1; TLS (and HTTP/2) is granian's: "
+                             "use server: auto or granian")
         if self.tls_self_signed and self.tls_cert is not None:
             raise ValueError("use either tls_self_signed or tls_cert/tls_key")
         return self

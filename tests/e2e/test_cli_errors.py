@@ -22,6 +22,8 @@ def flowcast(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
         ("packaging:\n  mode: ultra\n", "packaging.mode"),
         ("packaging:\n  part_target: 3\n  segment_duration: 2\n", "packaging"),
         ("origin:\n  port: 70000\n", "origin.port"),
+        ("origin:\n  server: nginx\n", "origin.server"),
+        ("origin:\n  server: flowcast\n  tls_self_signed: true\n", "server: flowcast speaks plain HTTP/1.1"),
         ("colour: blue\n", "colour"),
         ("ladder:\n  rungs: []\n", "ladder.rungs"),
     ],

@@ -331,6 +331,7 @@ class OriginApp:
         self.static_dir = Path(static_dir).resolve()
         self.vendor_dirs = {name: Path(p).resolve() for name, p in vendor_dirs.items()}
         self.metrics = metrics
+        self._held_playlists = metrics.waiting_child("playlist")
         self.cache = cache if cache is not None else CachePolicy()
         self.blocking_timeout_tds = blocking_timeout_tds
         self._static: dict[Path, _StaticFile] = {}
@@ -549,21 +550,27 @@ class OriginApp:
         self, scope: Any, proto: Any, key: str, resource: str, head: bool, store: MediaStore, private: bool
     ) -> None:
         """A part or segment asked for before it exists (6.2.6 preload hint, early DASH)."""
-        with self.metrics.holding(resource) as hold:
-            try:
-                obj = await self._race(proto, store.wait_object(key))
-            except (WaitTimeout, KeyError):
-                hold.outcome = "timeout"
-                headers = [
-                    ("content-type", "text/plain; charset=utf-8"),
-                    ("cache-control", self.cache.media_error(held=True)),
-                    *_CORS,
-                ]
-                self._bytes(proto, 404, headers, b"not found\n", head, resource)
-                return
-            except _Disconnected:
-                hold.outcome = "disconnected"
-                raise
+        gauge = self.metrics.waiting_child(resource)
+        gauge.value += 1
+        started = asyncio.get_running_loop().time()
+        outcome = "served"
+        try:
+            obj = await self._race(proto, store.wait_object(key))
+        except (WaitTimeout, KeyError):
+            outcome = "timeout"
+            headers = [
+                ("content-type", "text/plain; charset=utf-8"),
+                ("cache-control", self.cache.media_error(held=True)),
+                *_CORS,
+            ]
+            self._bytes(proto, 404, headers, b"not found\n", head, resource)
+            return
+        except _Disconnected:
+            outcome = "disconnected"
+            raise
+        finally:
+            gauge.value -= 1
+            self.metrics.held(resource, outcome, asyncio.get_running_loop().time() - started)
         if isinstance(obj, Growing):
             await self._growing(proto, key, obj, head, True, store=store, private=private)
         else:
@@ -648,7 +655,7 @@ class OriginApp:
         sent = 0
         index = 0
         gauge = self.metrics.waiting_child(resource)
-        gauge.inc()
+        gauge.value += 1
         disconnect = asyncio.ensure_future(proto.client_disconnect())
         try:
             while True:
@@ -672,7 +679,7 @@ class OriginApp:
         except Exception:  # noqa: BLE001 - a dead peer: http1.ClientGone, or granian's ProtocolClosed
             log.debug("stream of %s ended early", key, exc_info=True)
         finally:
-            gauge.dec()
+            gauge.value -= 1
             disconnect.cancel()
         self.metrics.observe(resource, 200, sent)
 
@@ -701,36 +708,43 @@ class OriginApp:
         self, scope: Any, proto: Any, key: str, pl: Playlist, msn: int, part: int | None, skip: str | None,
         head: bool,
     ) -> None:
-        with self.metrics.holding("playlist") as hold:
-            try:
-                # Awaited in the request's own task, with no disconnect watch: a publish wakes
-                # thousands of these at once, and a Task plus a watcher per request was half
-                # the CPU of each response (docs/benchmarks.md, fan-out). A client that left
-                # is answered into its closed connection at the next part (<= 3 TD).
-                if self._closing is not None and self._closing.done():
-                    raise _ShuttingDown
-                pl = await self.store.wait_playlist(key, msn, part, self.blocking_timeout_tds * pl.target_duration)
-            except WaitTimeout:
-                if self._closing is not None and self._closing.done():
-                    hold.outcome = "shutdown"
-                    raise _ShuttingDown from None
-                hold.outcome = "timeout"
-                # 6.2.5.2: blocked for more than 3 target durations -> 503.
-                headers = [
-                    ("content-type", "text/plain; charset=utf-8"),
-                    ("cache-control", self.cache.playlist_error(blocking=True)),
-                    ("retry-after", "1"),
-                    *_CORS,
-                ]
-                self._bytes(proto, 503, headers, b"playlist did not advance\n", head, "playlist")
-                return
-            except (PlaylistGone, KeyError):
-                hold.outcome = "gone"
-                self._not_found(proto, head, "playlist")
-                return
-            except _Disconnected:
-                hold.outcome = "disconnected"
-                raise
+        # Awaited in the request's own task, with no disconnect watch: a publish wakes
+        # thousands of these at once, and a Task plus a watcher per request was half the
+        # CPU of each response (docs/benchmarks.md, fan-out). A client that left is answered
+        # into its closed connection at the next part (<= 3 TD).
+        gauge = self._held_playlists
+        gauge.value += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = "served"
+        try:
+            if self._closing is not None and self._closing.done():
+                raise _ShuttingDown
+            pl = await self.store.wait_playlist(key, msn, part, self.blocking_timeout_tds * pl.target_duration)
+        except WaitTimeout:
+            if self._closing is not None and self._closing.done():
+                outcome = "shutdown"
+                raise _ShuttingDown from None
+            outcome = "timeout"
+            # 6.2.5.2: blocked for more than 3 target durations -> 503.
+            headers = [
+                ("content-type", "text/plain; charset=utf-8"),
+                ("cache-control", self.cache.playlist_error(blocking=True)),
+                ("retry-after", "1"),
+                *_CORS,
+            ]
+            self._bytes(proto, 503, headers, b"playlist did not advance\n", head, "playlist")
+            return
+        except (PlaylistGone, KeyError):
+            outcome = "gone"
+            self._not_found(proto, head, "playlist")
+            return
+        except _Disconnected:
+            outcome = "disconnected"
+            raise
+        finally:
+            gauge.value -= 1
+            self.metrics.held("playlist", outcome, loop.time() - started)
         self._playlist_now(scope, proto, pl, not pl.ended, skip, head)
 
     def _playlist_now(self, scope: Any, proto: Any, pl: Playlist, blocking: bool, skip: str | None, head: bool) -> None:

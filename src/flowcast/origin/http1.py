@@ -36,7 +36,7 @@ except ImportError:  # 3.11: the same lookup, without asyncio.current_task's Pyt
     _current_task = asyncio.tasks._current_tasks.get
 from asyncio.tasks import _enter_task, _leave_task  # C accelerated: what eager tasks use
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -143,18 +143,19 @@ class Headers:
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self._raw = raw
-        self._map: dict[str, str] | None = None
-
-    def _index(self) -> dict[str, str]:
-        # reversed: where a name repeats, the first value is the one left standing
-        m = self._map = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in reversed(self._raw)}
-        return m
+        # Bytes in, bytes kept: only the values asked for are decoded. reversed: where a name
+        # repeats, the first value is the one left standing.
+        self._map = {n.lower(): v for n, v in reversed(raw)}
 
     def get(self, name: str, default: str | None = None) -> str | None:
         m = self._map
-        if m is None:
-            m = self._index()
-        return m.get(name, default)
+        key = _NAME_BYTES.get(name)
+        if key is None:
+            key = name.lower().encode("latin-1")
+            if len(_NAME_BYTES) < 512:
+                _NAME_BYTES[name] = key
+        value = m.get(key)
+        return default if value is None else value.decode("latin-1")
 
     def get_all(self, name: str) -> list[str]:
         key = name.lower().encode("latin-1")
@@ -171,6 +172,9 @@ class Headers:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
+
+
+_NAME_BYTES: dict[str, bytes] = {}  # the header names apps ask for, encoded once (bounded)
 
 
 def split_target(target: bytes) -> tuple[str, str]:
@@ -412,94 +416,109 @@ class _Stream:
         await self.send_bytes(data.encode())
 
 
-# -- running the app's coroutine eagerly -------------------------------------------------
+# -- running the app's coroutines -----------------------------------------------------------
 #
 # Most requests are answered without waiting (the object or playlist is there). Their
 # coroutine runs its one step right in the protocol callback, as Python 3.12's eager tasks
-# do, instead of costing a Task and a trip through the loop. Only a coroutine that has to
-# wait (a held request) gets a Task, which continues it from where it stopped. While the
-# first step runs, a ``_StepOwner`` is the current task, so asyncio.timeout() and
-# current_task() work there too; it hands cancel/uncancel on to the Task once that exists.
+# do, instead of costing a Task and a trip through the loop. One that has to wait (a held
+# request) is then driven by a ``_Step``: each future it awaits resumes it, as a Task's
+# would, without a Task's registration, scheduling and wrapper frames (a publish resumes
+# thousands at once). While a step runs, its ``_Step`` is asyncio's current task, so
+# asyncio.timeout() and current_task() work in the app as they do in a Task.
 
 
-class _StepOwner:
-    """``asyncio.current_task()`` during a request's eager first step."""
+class _Step:
+    """Drives one request's coroutine from the futures it awaits; the "task" asyncio sees."""
 
-    __slots__ = ("task", "_cancels")
+    __slots__ = ("conn", "req", "coro", "ctx", "awaiting", "_cancels", "_must_cancel")
 
-    def __init__(self) -> None:
-        self.task: asyncio.Task[Any] | None = None
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+        self.req: _Request | None = None
+        self.coro: Any = None
+        self.ctx: contextvars.Context | None = None
+        self.awaiting: asyncio.Future[Any] | None = None
         self._cancels = 0
+        self._must_cancel = False
 
-    def adopt(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        for _ in range(self._cancels):
-            task.cancel()
+    # what asyncio.timeout() and the like call on the current task
 
     def cancel(self, msg: Any = None) -> bool:
-        if self.task is not None:
-            return self.task.cancel(msg)
+        if self.coro is None and self.req is not None:
+            return False  # finished
         self._cancels += 1
+        fut = self.awaiting
+        if fut is None or not fut.cancel(msg):
+            self._must_cancel = True  # thrown in at the next step
         return True
 
     def uncancel(self) -> int:
-        if self.task is not None:
-            return self.task.uncancel()
-        self._cancels = max(0, self._cancels - 1)
+        if self._cancels > 0:
+            self._cancels -= 1
         return self._cancels
 
     def cancelling(self) -> int:
-        return self.task.cancelling() if self.task is not None else self._cancels
+        return self._cancels
 
     def done(self) -> bool:
-        return self.task.done() if self.task is not None else False
+        return self.coro is None and self.req is not None
 
     def get_name(self) -> str:
         return "http1 request"
 
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.conn.loop
 
-def _drive(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
-    """The rest of a coroutine already stepped once, run by the Task that continues it."""
-    send, throw = coro.send, coro.throw
-    while True:
+    # driving
+
+    def wait_on(self, yielded: Any) -> None:
+        """The coroutine yielded ``yielded`` (a future it awaits, or None for a bare yield)."""
+        loop = self.conn.loop
+        if yielded is None:
+            loop.call_soon(self.resume, None, context=self.ctx)
+            return
+        if not getattr(yielded, "_asyncio_future_blocking", False):
+            self._must_cancel = False
+            self.coro.throw(RuntimeError(f"request coroutine yielded {yielded!r}, not a future"))
+            return  # (unreachable unless the coroutine swallows it and yields again)
+        yielded._asyncio_future_blocking = False
+        self.awaiting = yielded
+        yielded.add_done_callback(self.resume, context=self.ctx)
+        if self._must_cancel and yielded.cancel():
+            self._must_cancel = False
+
+    def resume(self, _done: Any) -> None:
+        """A done-callback (or call_soon) run in the request's own context (wait_on)."""
+        self.awaiting = None
+        conn, req, loop = self.conn, self.req, self.conn.loop
+        assert req is not None
+        _enter_task(loop, self)
         try:
-            value = yield yielded
-        except BaseException as exc:  # noqa: BLE001 - cancellation and the like, passed in
-            try:
-                yielded = throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = send(value)
-            except StopIteration as stop:
-                return stop.value
-
-
-class _Continue:
-    __slots__ = ("coro", "yielded")
-
-    def __init__(self, coro: Any, yielded: Any) -> None:
-        self.coro, self.yielded = coro, yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return _drive(self.coro, self.yielded)
-
-
-async def _continued(coro: Any, yielded: Any, conn: _Connection, req: _Request) -> None:
-    """The Task of a request that had to wait; it also does the request's clean-up, in
-    the same step as the app's last one (no done-callback round trip per held request)."""
-    try:
-        await _Continue(coro, yielded)
-    except asyncio.CancelledError:
-        conn._app_done(req, None)
-        raise
-    except BaseException as exc:  # noqa: BLE001 - the app's failure is this request's 500
-        conn._app_done(req, exc)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            if self._must_cancel:
+                self._must_cancel = False
+                yielded = self.coro.throw(asyncio.CancelledError())
+            else:
+                yielded = self.coro.send(None)
+        except StopIteration:
+            _leave_task(loop, self)
+            self.coro = None
+            conn._app_done(req, None)
+            return
+        except asyncio.CancelledError:
+            _leave_task(loop, self)
+            self.coro = None
+            conn._app_done(req, None)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            _leave_task(loop, self)
             raise
-    else:
-        conn._app_done(req, None)
+        except BaseException as exc:  # noqa: BLE001 - the app's failure is this request's 500
+            _leave_task(loop, self)
+            self.coro = None
+            conn._app_done(req, exc)
+            return
+        _leave_task(loop, self)
+        self.wait_on(yielded)
 
 
 # -- one connection ----------------------------------------------------------------------
@@ -538,7 +557,7 @@ class _Connection(asyncio.Protocol):
         self._parsing: _Request | None = None
         self._queue: deque[_Request] = deque()
         self._pumping = False
-        self._owner = _StepOwner()
+        self._owner = _Step(self)
         self._disconnect: list[asyncio.Future[None]] = []
         self._write_paused = False
         self._drain: list[asyncio.Future[None]] = []
@@ -659,18 +678,18 @@ class _Connection(asyncio.Protocol):
                 and self._header_bytes + sum(len(n) + len(v) for n, v in raw) > self._max_head):
             raise BadRequest(431, "request header fields too large")
         headers = Headers(raw)
-        fields = headers._index()
+        fields = headers._map
         parser = self.parser
         version = parser.get_http_version()
-        if "host" not in fields and version == "1.1":
+        if b"host" not in fields and version == "1.1":
             raise BadRequest(400, "HTTP/1.1 request without Host (RFC 9112 3.2)")
-        length = fields.get("content-length")
+        length = fields.get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self.limits.max_body:
                 raise BadRequest(413, "request body too large")  # (llhttp refuses other forms)
-            body_expected = length != "0"
+            body_expected = length != b"0"
         else:
-            body_expected = "transfer-encoding" in fields
+            body_expected = b"transfer-encoding" in fields
         queue = self._queue
         if len(queue) >= self._max_queued:
             raise BadRequest(429, "too many pipelined requests")
@@ -680,7 +699,7 @@ class _Connection(asyncio.Protocol):
                        headers, parser.should_keep_alive() and not self.server.closing)
         if body_expected:
             req.body = []
-            req.expect_continue = fields.get("expect", "").lower() == "100-continue"
+            req.expect_continue = fields.get(b"expect", b"").lower() == b"100-continue"
             self.deadline = self.server.now + self.limits.body_timeout
         else:
             self.deadline = 0.0  # no body: on_message_complete comes next
@@ -748,7 +767,7 @@ class _Connection(asyncio.Protocol):
             loop.call_soon(self._pump)
             return
         req.started = req.running = True
-        owner = self._owner
+        owner = self._owner  # the current task during the eager step; kept if the step waits
         ctx = contextvars.copy_context()
         _enter_task(loop, owner)
         try:
@@ -771,8 +790,9 @@ class _Connection(asyncio.Protocol):
             self._app_done(req, exc)
             return
         _leave_task(loop, owner)
-        self._owner = _StepOwner()  # that one now belongs to this request's Task
-        owner.adopt(loop.create_task(_continued(coro, yielded, self, req), context=ctx))
+        self._owner = _Step(self)  # that one now drives this request
+        owner.req, owner.coro, owner.ctx = req, coro, ctx
+        owner.wait_on(yielded)
 
     def _app_done(self, req: _Request, exc: BaseException | None) -> None:
         req.running = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -46,55 +45,23 @@ class _RequestCounters:
 
 
 class PlainGauge:
-    """A gauge child as a plain number: held requests come and go thousands of times a
-    second, and a prometheus_client Gauge takes a lock on each."""
+    """A gauge child as a plain number (``.value += 1``): held requests come and go
+    thousands of times a second, and a prometheus_client Gauge takes a lock on each."""
 
     __slots__ = ("value",)
 
     def __init__(self) -> None:
         self.value = 0
 
-    def inc(self) -> None:
-        self.value += 1
-
-    def dec(self) -> None:
-        self.value -= 1
-
 
 class PlainHistogram:
-    """A histogram child as plain bucket counts (same reason as PlainGauge)."""
+    """A histogram child as plain bucket counts (same reason; filled by OriginMetrics.held)."""
 
     __slots__ = ("counts", "sum")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(_WAIT_BUCKETS) + 1)  # the last one: +Inf
         self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(_WAIT_BUCKETS, value)] += 1
-        self.sum += value
-
-
-class HoldTimer:
-    """``with metrics.holding(resource) as hold:`` around a request's hold: counted as held
-    while inside, then its time observed under ``hold.outcome`` (set it on the way out)."""
-
-    __slots__ = ("_gauge", "_metrics", "_resource", "_started", "outcome")
-
-    def __init__(self, metrics: OriginMetrics, resource: str) -> None:
-        self._metrics = metrics
-        self._resource = resource
-        self._gauge = metrics.waiting_child(resource)
-        self.outcome = "served"
-
-    def __enter__(self) -> HoldTimer:
-        self._gauge.value += 1
-        self._started = time.monotonic()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._gauge.value -= 1
-        self._metrics.wait_child(self._resource, self.outcome).observe(time.monotonic() - self._started)
 
 
 class _HoldMetrics:
@@ -177,8 +144,13 @@ class OriginMetrics:
         self.parts.labels(rendition).inc()
         self.publish_lag.labels(rendition).observe(max(lag_s, 0.0))
 
-    def holding(self, resource: str) -> HoldTimer:
-        return HoldTimer(self, resource)
+    def held(self, resource: str, outcome: str, seconds: float) -> None:
+        """A hold ended: its time, under how it ended (served, timeout, gone, ...)."""
+        h = self._wait_children.get((resource, outcome))
+        if h is None:
+            h = self._wait_children[(resource, outcome)] = PlainHistogram()
+        h.counts[bisect.bisect_left(_WAIT_BUCKETS, seconds)] += 1
+        h.sum += seconds
 
     def waiting_child(self, resource: str) -> PlainGauge:
         """The held-requests gauge of a resource."""
@@ -187,11 +159,6 @@ class OriginMetrics:
             child = self._waiting_children[resource] = PlainGauge()
         return child
 
-    def wait_child(self, resource: str, outcome: str) -> PlainHistogram:
-        child = self._wait_children.get((resource, outcome))
-        if child is None:
-            child = self._wait_children[(resource, outcome)] = PlainHistogram()
-        return child
 
     def observe(self, resource: str, status: int, nbytes: int) -> None:
         c = self._counts.get((resource, status))

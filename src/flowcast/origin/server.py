@@ -31,7 +31,7 @@ ServerKind = Literal["auto", "flowcast", "granian"]
 # Thousands of held requests are thousands of live coroutines, futures and tasks: with
 # CPython's default thresholds (700, 10, 10) the cyclic GC walks them over and over, and
 # half of what a held request cost was that walk (docs/benchmarks.md, fan-out).
-GC_THRESHOLDS = (10_000, 20, 20)
+GC_THRESHOLDS = (50_000, 100, 100)  # a young collection then walks <= 50k objects: a few ms
 
 
 def tune_gc() -> None:

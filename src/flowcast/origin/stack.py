@@ -285,7 +285,7 @@ class LiveStack:
             log.warning("serving HTTPS with a self-signed development certificate: %s", cert)
         try:
             self.server = await serve(self.app, origin.host, origin.port, ssl_cert=cert, ssl_key=key,
-                                      reuse_port=origin.workers > 1)
+                                      server=origin.server, reuse_port=origin.workers > 1)
         except OSError as exc:
             raise StackError(f"cannot listen on {origin.host}:{origin.port}: {exc.strerror}") from None
         if origin.workers > 1:

@@ -174,6 +174,7 @@ async def run(fd: int) -> None:
     cert, key = hello[1]["tls_cert"], hello[1]["tls_key"]
     try:
         handle = await serve(front, config.origin.host, config.origin.port, reuse_port=True,
+                             server=config.origin.server,
                              ssl_cert=Path(cert) if cert else None, ssl_key=Path(key) if key else None)
         await asyncio.sleep(0.2)  # with SO_REUSEPORT the readiness probe may reach a sibling
         if handle.task.done():
