@@ -775,6 +775,8 @@ class _Connection(asyncio.Protocol):
             yielded = ctx.run(coro.send, None)
         except StopIteration:
             _leave_task(loop, owner)
+            if owner._cancels or owner._must_cancel:
+                self._owner = _Step(self)  # a cancel asked for in that step must not reach the next
             if req.state == _S_DONE and req.body is None:
                 req.running = False  # answered at once (most requests): nothing to clean up
                 if req.complete:
