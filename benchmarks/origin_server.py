@@ -117,12 +117,12 @@ def recording_app_class(served: dict[tuple[int, int], list[float]]):  # noqa: AN
     released and when it wrote the last of their answers: publish -> last held answer handed
     to the kernel, on the origin's side, free of the viewers' own time to read it (they share
     a core). A reload that arrives after its part was published is answered at once and is
-    not counted here (the viewers' own figure has it)."""
+    not counted here (the viewers' own figure has it). Both ways of holding are noted: parked
+    (our server: the answer is written by the store's callback) and awaited (granian)."""
     from flowcast.origin.app import OriginApp
 
     class RecordingOriginApp(OriginApp):
-        async def _playlist_held(self, scope, proto, key, pl, msn, part, skip, head):  # noqa: ANN001, ANN202
-            await super()._playlist_held(scope, proto, key, pl, msn, part, skip, head)
+        def note(self, key: str) -> None:
             pl = self.store.playlist(key)
             if pl is not None:
                 entry = served.get((pl.msn, pl.part))
@@ -131,6 +131,26 @@ def recording_app_class(served: dict[tuple[int, int], list[float]]):  # noqa: AN
                 else:
                     entry[0] += 1
                     entry[1] = time.time()
+
+        async def _playlist_held(self, scope, proto, key, pl, msn, part, skip, head):  # noqa: ANN001, ANN202
+            await super()._playlist_held(scope, proto, key, pl, msn, part, skip, head)
+            self.note(key)
+
+        def _playlist_park(self, scope, proto, key, pl, msn, part, skip, head):  # noqa: ANN001, ANN202
+            store, park = self.store, self.store.park_playlist
+
+            def noting(path, msn, part, timeout, callback):  # noqa: ANN001, ANN202
+                def answered(newest, exc):  # noqa: ANN001, ANN202
+                    callback(newest, exc)
+                    self.note(key)
+
+                park(path, msn, part, timeout, answered)
+
+            store.park_playlist = noting
+            try:
+                super()._playlist_park(scope, proto, key, pl, msn, part, skip, head)
+            finally:
+                del store.park_playlist  # back to the class's method
 
     return RecordingOriginApp
 

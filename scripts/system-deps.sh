@@ -8,7 +8,7 @@ want=(ffmpeg fonts-dejavu-core)
 want+=(gcc libnetfilter-queue-dev)
 case "${1:-demo}" in
   test) want+=(chromium coturn prometheus iproute2 iptables) ;;
-  bench) want+=(chromium nginx-light) ;;
+  bench) want+=(chromium nginx-light wrk) ;;
 esac
 missing=()
 for pkg in "${want[@]}"; do

@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.skipif(not chromium_available(), reason="Debian chromium is installed by `make test`"),
 ]
 
-PLAY_SECONDS = 30
+PLAY_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def _play(browser, live: LiveProcess, query: str, seconds: float, *, stalls_allo
 
 
 @pytest.mark.parametrize("player", ["hls", "dash"])
-def test_low_latency_playback_30s(browser, live: LiveProcess, player: str) -> None:
+def test_low_latency_playback_20s(browser, live: LiveProcess, player: str) -> None:
     stats = _play(browser, live, f"player={player}", PLAY_SECONDS)
     assert stats["latencySource"] == "timecode", stats
     # Glass to glass from the burned-in clock: the near-live mode's bound (< 3 s p95).

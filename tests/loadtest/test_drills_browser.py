@@ -87,8 +87,17 @@ def test_hls_js_fails_over_to_the_other_pathway(pair: tuple[LiveProcess, LivePro
             # playing again from origin-2: the playhead moved on, no fatal error
             assert not after["errors"], after["errors"]
             assert after["currentTime"] - before["currentTime"] > (time.monotonic() - killed) - 2 * TD - 1.0, (before, after)
-            page.wait_for_timeout(2000)
-            assert read_stats(page)["currentTime"] > after["currentTime"] + 1.0, "playback must continue on origin-2"
+            # and goes on playing: 2 s of wall time hold > 1 s of media. Once in a loaded run
+            # hls.js moved the playhead 2 s back after the switch (a seek into what it had
+            # buffered from origin-2); then the next 2 s must show it playing on from there.
+            samples = [after["currentTime"]]
+            for _ in range(2):
+                page.wait_for_timeout(2000)
+                samples.append(read_stats(page)["currentTime"])
+                if samples[-1] > samples[-2] + 1.0:
+                    break
+            assert samples[-1] > samples[-2] + 1.0, ("playback must continue on origin-2", samples,
+                                                     page.console_log[-20:])
             print(f"hls.js on origin-2 {switched_after:.2f} s after the kill; stalls {after['stalls']}, "
                   f"stall ms {after.get('stallMs')}")
         finally:

@@ -1,4 +1,4 @@
-"""An in-process origin on 127.0.0.1: store, app and granian share the test's event loop."""
+"""An in-process origin on 127.0.0.1: store, app and server share the test's event loop."""
 
 from __future__ import annotations
 
@@ -58,9 +58,13 @@ def make_tree(root: Path) -> tuple[Path, dict[str, Path]]:
     return static, {"hls.js": vendor}
 
 
-@pytest.fixture
-def run_origin(tmp_path: Path) -> Callable[..., None]:
-    """``run_origin(scenario, **store_kwargs)`` runs ``await scenario(origin)`` in a fresh loop."""
+@pytest.fixture(params=["flowcast", "granian"])
+def run_origin(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``run_origin(scenario, **store_kwargs)`` runs ``await scenario(origin)`` in a fresh loop.
+
+    On both servers: ours parks blocking reloads (answered from the publish's callback),
+    granian awaits them in the request's coroutine; the app must behave the same on each.
+    """
 
     def runner(scenario: Callable[[Origin], Awaitable[None]], *, hold_timeout: float = 3.0) -> None:
         async def main() -> None:
@@ -68,7 +72,7 @@ def run_origin(tmp_path: Path) -> Callable[..., None]:
             store = MediaStore(hold_timeout=hold_timeout)
             metrics = OriginMetrics()
             app = OriginApp(store, static_dir=static, vendor_dirs=vendors, metrics=metrics)
-            async with running(app, "127.0.0.1", 0) as server:
+            async with running(app, "127.0.0.1", 0, server=request.param) as server:
                 limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
                 async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=10.0) as client:
                     await scenario(Origin(store, app, metrics, server, client, tmp_path))

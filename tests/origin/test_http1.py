@@ -33,6 +33,7 @@ class App:
         self.release = asyncio.Event()
         self.disconnected = asyncio.Event()
         self.calls: list[str] = []
+        self.parked: list[Callable[[], None]] = []  # how to answer each parked request
 
     async def __call__(self, scope: Any, proto: Any) -> None:
         path = scope.path
@@ -53,6 +54,21 @@ class App:
             for chunk in (b"one,", b"two,", b"three"):
                 await transport.send_bytes(chunk)
                 await asyncio.sleep(0.01)
+        elif path == "/parked":
+            proto.park()  # answered later, from outside any coroutine (origin: a publish)
+
+            def answer() -> None:
+                proto.response_bytes(200, headers, b"unparked\n")
+                proto.unpark()
+
+            self.parked.append(answer)
+        elif path == "/parked-boom":
+            proto.park()
+
+            def fail() -> None:
+                proto.unpark(RuntimeError("the parked answer failed"))
+
+            self.parked.append(fail)
         elif path == "/boom":
             raise RuntimeError("the app failed")
         elif path == "/split":
@@ -78,9 +94,30 @@ class App:
             proto.response_bytes(404, headers, b"not found\n")
 
 
-def serve(scenario: Callable[[HTTP1Server, App], Awaitable[None]], limits: Limits | None = None) -> None:
+class NowApp(App):
+    """An app that answers some requests in the server's stack (``answer_now``)."""
+
+    def answer_now(self, scope: Any, proto: Any) -> Awaitable[None] | None:
+        path = scope.path
+        headers = [("content-type", "text/plain")]
+        if path == "/now":
+            proto.response_bytes(200, headers, b"now\n")
+            return None
+        if path == "/now-boom":
+            raise RuntimeError("answer_now failed")
+        if path == "/now-wait":
+            return self._released(proto)  # unstarted: the server drives it
+        return self(scope, proto)  # the rest: the coroutine, as for any RSGI app
+
+    async def _released(self, proto: Any) -> None:
+        await self.release.wait()
+        proto.response_bytes(200, [("content-type", "text/plain")], b"waited\n")
+
+
+def serve(scenario: Callable[[HTTP1Server, App], Awaitable[None]], limits: Limits | None = None,
+          app_class: type[App] = App) -> None:
     async def main() -> None:
-        app = App()
+        app = app_class()
         server = HTTP1Server(app, limits=limits)
         await server.start("127.0.0.1", 0)
         try:
@@ -146,6 +183,27 @@ def test_pipelined_requests_are_answered_in_order_behind_a_held_one() -> None:
         got = [await response(reader) for _ in range(3)]
         assert [b for _, _, b in got] == [b"released\n", b"hello\n", b"hello\n"]
         writer.close()
+
+    serve(scenario)
+
+
+def test_parked_requests_are_answered_from_a_callback_in_order() -> None:
+    async def scenario(server: HTTP1Server, app: App) -> None:
+        reader, writer = await connect(server)
+        writer.write(GET % b"/parked" + GET % b"/hello")
+        other_reader, other_writer = await connect(server)
+        other_writer.write(GET % b"/parked-boom" + GET % b"/hello")
+        await asyncio.sleep(0.2)
+        assert app.calls == ["/parked", "/parked-boom"]  # returned unanswered; the next wait
+        assert len(app.parked) == 2
+        for answer in app.parked:
+            asyncio.get_running_loop().call_soon(answer)  # the way the origin's store calls back
+        assert [b for _, _, b in [await response(reader) for _ in range(2)]] == [b"unparked\n", b"hello\n"]
+        status, headers, _ = await response(other_reader)
+        assert status == 500 and headers.get("connection") == "close"  # failed unanswered: 500
+        assert await closed(other_reader)
+        writer.close()
+        other_writer.close()
 
     serve(scenario)
 
@@ -339,6 +397,24 @@ def test_eager_first_step_supports_timeouts_and_keeps_contexts_apart() -> None:
         writer.close()
 
     serve(scenario)
+
+
+def test_answer_now_answers_in_order_beside_coroutines_and_its_failure_is_a_500() -> None:
+    async def scenario(server: HTTP1Server, app: App) -> None:
+        reader, writer = await connect(server)
+        writer.write(GET % b"/now" + GET % b"/now-wait" + GET % b"/now" + GET % b"/hello")
+        assert (await response(reader))[2] == b"now\n"
+        await asyncio.sleep(0.1)
+        assert app.calls == []  # nothing reached __call__: the rest wait behind /now-wait
+        app.release.set()
+        assert [(await response(reader))[2] for _ in range(3)] == [b"waited\n", b"now\n", b"hello\n"]
+        assert app.calls == ["/hello"]
+        writer.write(GET % b"/now-boom")
+        status, headers, _ = await response(reader)
+        assert status == 500 and headers["connection"] == "close"
+        assert await closed(reader)
+
+    serve(scenario, app_class=NowApp)
 
 
 def test_client_disconnect_wakes_a_waiting_app() -> None:

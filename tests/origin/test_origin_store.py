@@ -211,3 +211,88 @@ def test_media_names_in_a_live_rendition_are_held_briefly_without_expect():
             await first
 
     run(main())
+
+
+def _parker(store: MediaStore, path: str, msn: int, part: int | None, timeout: float = 5.0) -> asyncio.Future:
+    """A future for what a parked waiter is called back with: (playlist, None) or (None, exc)."""
+    fut = asyncio.get_running_loop().create_future()
+    store.park_playlist(path, msn, part, timeout, lambda pl, exc: fut.set_result((pl, exc)))
+    return fut
+
+
+def test_parked_waiters_called_back_when_satisfied_beside_futures_on_one_hold():
+    async def main():
+        store = MediaStore()
+        publish(store, "s/v/p.m3u8", 10, 3)
+        parked = [_parker(store, "s/v/p.m3u8", 10, 4) for _ in range(500)]
+        awaited = asyncio.ensure_future(store.wait_playlist("s/v/p.m3u8", 10, 4, 5))
+        later = _parker(store, "s/v/p.m3u8", 11, 1)
+        await asyncio.sleep(0.01)
+        holds = store._playlist_waiters["s/v/p.m3u8"].holds
+        assert len(holds[(10, 4)]) == 501  # parked and awaited share the target's hold
+        assert not any(f.done() for f in parked) and not later.done()
+        publish(store, "s/v/p.m3u8", 11, 0)
+        assert not parked[0].done()  # called back from the loop, never inside the publish
+        await asyncio.sleep(0)
+        assert all(f.done() and f.result()[0].msn == 11 and f.result()[1] is None for f in parked)
+        assert (await awaited).msn == 11
+        assert not later.done()
+        publish(store, "s/v/p.m3u8", 11, 1)
+        pl, exc = await later
+        assert exc is None and (pl.msn, pl.part) == (11, 1)
+        assert "s/v/p.m3u8" not in store._playlist_waiters
+
+    run(main())
+
+
+def test_parked_waiter_timeout_gone_missing_and_shutdown():
+    async def main():
+        store = MediaStore()
+        publish(store, "s/v/p.m3u8", 1, 0)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        pl, exc = await _parker(store, "s/v/p.m3u8", 2, None, timeout=0.05)
+        assert pl is None and isinstance(exc, WaitTimeout) and loop.time() - t0 >= 0.05
+        pl, exc = await _parker(store, "nope.m3u8", 2, None)
+        assert pl is None and isinstance(exc, KeyError)
+        gone = _parker(store, "s/v/p.m3u8", 3, None)
+        await asyncio.sleep(0)
+        store.remove("s/v/p.m3u8")
+        pl, exc = await gone
+        assert pl is None and isinstance(exc, PlaylistGone)
+        publish(store, "s/a/p.m3u8", 1, 0)
+        ended = _parker(store, "s/a/p.m3u8", 5, None)
+        await asyncio.sleep(0)
+        publish(store, "s/a/p.m3u8", 1, 1, ended=True)  # directives are moot after ENDLIST
+        pl, exc = await ended
+        assert exc is None and pl.ended
+        publish(store, "s/b/p.m3u8", 1, 0)
+        held = _parker(store, "s/b/p.m3u8", 2, None)
+        await asyncio.sleep(0)
+        store.end_playlist_waits()
+        pl, exc = await held
+        assert pl is None and isinstance(exc, WaitTimeout)
+        pl, exc = await _parker(store, "s/b/p.m3u8", 2, None)  # and every later one at once
+        assert isinstance(exc, WaitTimeout)
+
+    run(main())
+
+
+def test_a_failing_parked_callback_does_not_cost_the_others_their_answer(caplog):
+    async def main():
+        store = MediaStore()
+        publish(store, "s/v/p.m3u8", 1, 0)
+        got = []
+
+        def broken(pl, exc):
+            raise RuntimeError("broken waiter")
+
+        store.park_playlist("s/v/p.m3u8", 1, 1, 5, lambda pl, exc: got.append(pl.part))
+        store.park_playlist("s/v/p.m3u8", 1, 1, 5, broken)
+        store.park_playlist("s/v/p.m3u8", 1, 1, 5, lambda pl, exc: got.append(pl.part))
+        publish(store, "s/v/p.m3u8", 1, 1)
+        await asyncio.sleep(0)
+        assert got == [1, 1]
+
+    run(main())
+    assert "parked waiter failed" in caplog.text

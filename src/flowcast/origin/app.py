@@ -362,14 +362,9 @@ class OriginApp:
         if path.startswith("/live/") and (method == "GET" or method == "HEAD") \
                 and self.tracing is None and self.telemetry is None:
             # Nearly every request: media with no tracing or access recording around it.
-            try:
-                held = self._live(scope, proto, path[6:], method == "HEAD")
-                if held is not None:
-                    await held
-            except _ShuttingDown:
-                self._shutting_down(proto, method == "HEAD")
-            except _Disconnected:
-                self.metrics.observe("other", 499, 0)
+            held = self._live(scope, proto, path[6:], method == "HEAD", getattr(proto, "parkable", False))
+            if held is not None:
+                await self._live_held(held, proto, method == "HEAD")
             return
         if method == "OPTIONS":
             self._preflight(scope, proto)
@@ -412,6 +407,29 @@ class OriginApp:
             self._shutting_down(proto, head)
         except _Disconnected:
             self.metrics.observe("other", 499, 0)  # nginx's "client closed request"
+
+    def answer_now(self, scope: Any, proto: Any) -> Awaitable[None] | None:
+        """Answer in the caller's stack, or return what finishes the answer once it waited.
+
+        What our server (http1) calls instead of ``__call__`` when it can: a media request
+        that needs no wait (nearly all of them) then costs no coroutine, context copy or
+        task switch. Everything else is the ``__call__`` coroutine, returned unstarted.
+        """
+        method = scope.method
+        path = scope.path
+        if path.startswith("/live/") and (method == "GET" or method == "HEAD") \
+                and self.tracing is None and self.telemetry is None:
+            held = self._live(scope, proto, path[6:], method == "HEAD", getattr(proto, "parkable", False))
+            return None if held is None else self._live_held(held, proto, method == "HEAD")
+        return self(scope, proto)
+
+    async def _live_held(self, held: Awaitable[None], proto: Any, head: bool) -> None:
+        try:
+            await held
+        except _ShuttingDown:
+            self._shutting_down(proto, head)
+        except _Disconnected:
+            self.metrics.observe("other", 499, 0)
 
     def _shutting_down(self, proto: Any, head: bool) -> None:
         headers = [("cache-control", "no-store"), ("retry-after", "1"), *_CORS]
@@ -490,11 +508,13 @@ class OriginApp:
 
     # -- /live ---------------------------------------------------------------------------
 
-    def _live(self, scope: Any, proto: Any, rel: str, head: bool) -> Awaitable[None] | None:
+    def _live(self, scope: Any, proto: Any, rel: str, head: bool, parkable: bool = False) -> Awaitable[None] | None:
         """Answer a /live/ request now, or return what answers it once it has waited.
 
         Not a coroutine: most requests are answered at once, and for a held one only the
         returned coroutine (one frame, not a chain of them) stays alive while it waits.
+        ``parkable``: the server is ours (http1) and nothing wraps this request, so a
+        blocking reload may be parked (answered from a callback) instead.
         """
         key = _live_keys.get(rel)
         if key is None:
@@ -533,7 +553,7 @@ class OriginApp:
                     store = self.variant_store
         pl = self.store.playlist(key)
         if pl is not None:
-            return self._playlist(scope, proto, key, pl, head)
+            return self._playlist(scope, proto, key, pl, head, parkable)
         obj = store.get(key)
         if obj is None:
             bound = store.hold_bound(key)
@@ -683,7 +703,9 @@ class OriginApp:
             disconnect.cancel()
         self.metrics.observe(resource, 200, sent)
 
-    def _playlist(self, scope: Any, proto: Any, key: str, pl: Playlist, head: bool) -> Awaitable[None] | None:
+    def _playlist(
+        self, scope: Any, proto: Any, key: str, pl: Playlist, head: bool, parkable: bool = False
+    ) -> Awaitable[None] | None:
         """A media playlist request: answered now, or (blocking reload, 6.2.5.2) the
         coroutine that answers it once the playlist has what was asked for."""
         try:
@@ -700,6 +722,9 @@ class OriginApp:
             self._bytes(proto, exc.status, headers, f"{exc}\n".encode(), head, "playlist")
             return None
         if blocking and not pl.satisfies(msn, part):
+            if parkable:
+                self._playlist_park(scope, proto, key, pl, msn, part, skip, head)  # type: ignore[arg-type]
+                return None
             return self._playlist_held(scope, proto, key, pl, msn, part, skip, head)  # type: ignore[arg-type]
         self._playlist_now(scope, proto, pl, blocking, skip, head)
         return None
@@ -726,14 +751,7 @@ class OriginApp:
                 outcome = "shutdown"
                 raise _ShuttingDown from None
             outcome = "timeout"
-            # 6.2.5.2: blocked for more than 3 target durations -> 503.
-            headers = [
-                ("content-type", "text/plain; charset=utf-8"),
-                ("cache-control", self.cache.playlist_error(blocking=True)),
-                ("retry-after", "1"),
-                *_CORS,
-            ]
-            self._bytes(proto, 503, headers, b"playlist did not advance\n", head, "playlist")
+            self._playlist_timeout(proto, head)
             return
         except (PlaylistGone, KeyError):
             outcome = "gone"
@@ -746,6 +764,54 @@ class OriginApp:
             gauge.value -= 1
             self.metrics.held("playlist", outcome, loop.time() - started)
         self._playlist_now(scope, proto, pl, not pl.ended, skip, head)
+
+    def _playlist_park(
+        self, scope: Any, proto: Any, key: str, pl: Playlist, msn: int, part: int | None, skip: str | None,
+        head: bool,
+    ) -> None:
+        """``_playlist_held`` for our own server: the request is parked in the store and
+        answered from the publish's callback, with no coroutine, future or step per viewer."""
+        if self._closing is not None and self._closing.done():
+            self._shutting_down(proto, head)
+            return
+        proto.park()
+        self._held_playlists.value += 1
+        started = asyncio.get_running_loop().time()
+
+        def answer(newest: Playlist | None, exc: BaseException | None) -> None:
+            self._held_playlists.value -= 1
+            outcome = "served"
+            try:
+                if exc is None:
+                    self._playlist_now(scope, proto, newest, not newest.ended, skip, head)  # type: ignore[union-attr]
+                elif isinstance(exc, WaitTimeout):
+                    if self._closing is not None and self._closing.done():
+                        outcome = "shutdown"
+                        self._shutting_down(proto, head)
+                    else:
+                        outcome = "timeout"
+                        self._playlist_timeout(proto, head)
+                else:  # PlaylistGone, KeyError
+                    outcome = "gone"
+                    self._not_found(proto, head, "playlist")
+            except Exception as failure:  # noqa: BLE001 - the server answers 500 if nothing was sent
+                proto.unpark(failure)
+                return
+            finally:
+                self.metrics.held("playlist", outcome, asyncio.get_running_loop().time() - started)
+            proto.unpark()
+
+        self.store.park_playlist(key, msn, part, self.blocking_timeout_tds * pl.target_duration, answer)
+
+    def _playlist_timeout(self, proto: Any, head: bool) -> None:
+        # 6.2.5.2: blocked for more than 3 target durations -> 503.
+        headers = [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("cache-control", self.cache.playlist_error(blocking=True)),
+            ("retry-after", "1"),
+            *_CORS,
+        ]
+        self._bytes(proto, 503, headers, b"playlist did not advance\n", head, "playlist")
 
     def _playlist_now(self, scope: Any, proto: Any, pl: Playlist, blocking: bool, skip: str | None, head: bool) -> None:
         use_delta = skip is not None and pl.delta is not None and not pl.ended

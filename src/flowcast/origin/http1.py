@@ -242,6 +242,8 @@ class _Request:
     chunked = False
     pending: asyncio.Future[None] | None = None  # a file response still being sent
     body_error: Exception | None = None
+    parkable = True  # the app may park() this request (see below)
+    parked = False  # park(): the app answers later from a callback, then calls unpark()
 
     __slots__ = ("conn", "method", "path", "query_string", "http_version", "headers", "keep_alive",
                  "complete", "state", "started", "running", "__dict__")
@@ -271,6 +273,20 @@ class _Request:
     @property
     def scope(self) -> _Request:
         return self
+
+    # Parking (ours, not RSGI): an app may return with no answer yet and give one later
+    # from a plain callback, e.g. when a publish releases a blocking reload. The request
+    # then costs no coroutine, future or step while it waits (docs/benchmarks.md, fan-out).
+
+    def park(self) -> None:
+        """Called by the app before it returns unanswered: the answer comes with unpark()."""
+        self.parked = True
+
+    def unpark(self, exc: BaseException | None = None) -> None:
+        """The app is done with a parked request (``exc``: it failed, a 500 if unanswered)."""
+        if self.parked:
+            self.parked = False
+            self.conn._app_done(self, exc)
 
     # RSGI responses -------------------------------------------------------------------
 
@@ -541,6 +557,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: HTTP1Server) -> None:
         self.server = server
         self.app = server.app
+        self._answer_now = server.answer_now
         self.limits = server.limits
         self.loop = server.loop
         self.transport: Any = None
@@ -767,16 +784,38 @@ class _Connection(asyncio.Protocol):
             loop.call_soon(self._pump)
             return
         req.started = req.running = True
+        answer_now = self._answer_now
+        if answer_now is None:
+            coro = self.app(req, req)
+        else:
+            try:
+                coro = answer_now(req, req)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - as below
+                self._app_done(req, exc)
+                return
+            if coro is None:  # answered (or parked) without a coroutine: most requests
+                if req.parked:
+                    return
+                if req.state == _S_DONE and req.body is None:
+                    req.running = False
+                    if req.complete:
+                        self.settle(req)
+                    return
+                self._app_done(req, None)
+                return
         owner = self._owner  # the current task during the eager step; kept if the step waits
         ctx = contextvars.copy_context()
         _enter_task(loop, owner)
         try:
-            coro = self.app(req, req)
             yielded = ctx.run(coro.send, None)
         except StopIteration:
             _leave_task(loop, owner)
             if owner._cancels or owner._must_cancel:
                 self._owner = _Step(self)  # a cancel asked for in that step must not reach the next
+            if req.parked:
+                return  # answered later; unpark() finishes it
             if req.state == _S_DONE and req.body is None:
                 req.running = False  # answered at once (most requests): nothing to clean up
                 if req.complete:
@@ -963,6 +1002,10 @@ class HTTP1Server:
 
     def __init__(self, app: App, *, limits: Limits | None = None) -> None:
         self.app = app
+        # An app may also offer answer_now(scope, proto): it answers in our stack and returns
+        # None, or returns the awaitable (unstarted) that finishes the answer. No coroutine,
+        # context copy or task for a request answered at once (OriginApp.answer_now).
+        self.answer_now: Callable[[Any, Any], Any] | None = getattr(app, "answer_now", None)
         self.limits = limits or Limits()
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()

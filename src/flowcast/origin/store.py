@@ -34,6 +34,7 @@ import enum
 import gzip
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,6 +51,8 @@ __all__ = [
     "StoredObject",
     "WaitTimeout",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class ResourceKind(str, enum.Enum):
@@ -149,18 +152,23 @@ class Playlist:
 
 
 class _Hold:
-    """Futures waiting for one publish, each with a deadline; one timer for all of them.
+    """Waiters for one publish, each with a deadline; one timer for all of them.
 
     ``add(deadline)`` gives a future that ``release()`` resolves, or that raises
-    WaitTimeout once its deadline passes first. Deadlines mostly arrive in order (one timeout per
-    playlist), so expiry pops from the front and re-arms the one timer.
+    WaitTimeout once its deadline passes first. ``park(deadline, callback)`` is the same
+    without a future: ``callback(None)`` on release, ``callback(WaitTimeout)`` at the
+    deadline, all of one release's callbacks from one loop callback (a publish wakes
+    thousands of parked blocking reloads, and a future plus a step per waiter was most of
+    what each cost). Deadlines mostly arrive in order (one timeout per playlist), so
+    expiry pops from the front and re-arms the one timer.
     """
 
     __slots__ = ("_loop", "_entries", "_timer", "path")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, path: str) -> None:
         self._loop = loop
-        self._entries: deque[tuple[float, asyncio.Future[None]]] = deque()
+        # (deadline, future, None) or (deadline, None, callback)
+        self._entries: deque[tuple[float, asyncio.Future[None] | None, Parked | None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self.path = path
 
@@ -169,37 +177,66 @@ class _Hold:
 
     def add(self, deadline: float) -> asyncio.Future[None]:
         fut = self._loop.create_future()
+        self._insert((deadline, fut, None))
+        return fut
+
+    def park(self, deadline: float, callback: Parked) -> None:
+        self._insert((deadline, None, callback))
+
+    def _insert(self, entry: tuple[float, asyncio.Future[None] | None, Parked | None]) -> None:
         entries = self._entries
+        deadline = entry[0]
         if entries and deadline < entries[-1][0]:
-            bisect.insort(entries, (deadline, fut), key=lambda e: e[0])
-            if entries[0][1] is fut and self._timer is not None:
+            bisect.insort(entries, entry, key=lambda e: e[0])
+            if entries[0] is entry and self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
         else:
-            entries.append((deadline, fut))
+            entries.append(entry)
         if self._timer is None:
             self._timer = self._loop.call_at(entries[0][0], self._expire)
-        return fut
 
     def release(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for _, fut in self._entries:
-            if not fut.done():
+        parked = []
+        for _, fut, callback in self._entries:
+            if fut is None:
+                parked.append(callback)
+            elif not fut.done():
                 fut.set_result(None)
         self._entries.clear()
+        if parked:
+            self._loop.call_soon(_wake_parked, parked, None)
 
     def _expire(self) -> None:
         self._timer = None
         entries = self._entries
         now = self._loop.time()
+        parked = []
         while entries and entries[0][0] <= now:
-            fut = entries.popleft()[1]
-            if not fut.done():
+            _, fut, callback = entries.popleft()
+            if fut is None:
+                parked.append(callback)
+            elif not fut.done():
                 fut.set_exception(WaitTimeout(self.path))
         if entries:
             self._timer = self._loop.call_at(entries[0][0], self._expire)
+        if parked:
+            _wake_parked(parked, WaitTimeout(self.path))
+
+
+Parked = Callable[[BaseException | None], None]
+"""A parked waiter: called with None once released, or with the exception that ends its wait."""
+
+
+def _wake_parked(parked: list[Parked], exc: BaseException | None) -> None:
+    for callback in parked:
+        try:
+            callback(exc)
+        except Exception:  # noqa: BLE001 - one waiter's failure must not cost the others theirs
+            log.exception("parked waiter failed")
 
 
 class _Pulse:
@@ -749,6 +786,47 @@ class MediaStore:
             if pl is None:
                 raise PlaylistGone(path)
         return pl
+
+    def park_playlist(
+        self, path: str, msn: int, part: int | None, timeout: float,
+        callback: Callable[[Playlist | None, BaseException | None], None],
+    ) -> None:
+        """``wait_playlist`` without a coroutine, for a server that can answer from a callback.
+
+        ``callback(playlist, None)`` once satisfied (or ended), else ``callback(None, exc)``
+        with the exception ``wait_playlist`` would raise. Always called later, from the loop.
+        """
+        loop = asyncio.get_running_loop()
+        if path not in self._playlists:
+            loop.call_soon(callback, None, KeyError(path))
+            return
+        self._park_playlist(loop, path, msn, part, loop.time() + timeout, callback)
+
+    def _park_playlist(
+        self, loop: asyncio.AbstractEventLoop, path: str, msn: int, part: int | None, deadline: float,
+        callback: Callable[[Playlist | None, BaseException | None], None],
+    ) -> None:
+        def woken(exc: BaseException | None) -> None:
+            if exc is None and self._waits_ended:
+                exc = WaitTimeout(path)
+            if exc is not None:
+                callback(None, exc)
+                return
+            pl = self._playlists.get(path)
+            if pl is None:
+                callback(None, PlaylistGone(path))
+            elif pl.ended or pl.satisfies(msn, part):
+                callback(pl, None)
+            else:  # released for a playlist since replaced by one that no longer satisfies
+                self._park_playlist(loop, path, msn, part, deadline, callback)
+
+        if self._waits_ended:
+            loop.call_soon(callback, None, WaitTimeout(path))
+            return
+        waiters = self._playlist_waiters.get(path)
+        if waiters is None:
+            waiters = self._playlist_waiters[path] = _PlaylistWaiters(path)
+        waiters.hold_for(msn, part).park(deadline, woken)
 
     def end_playlist_waits(self) -> None:
         """The server is stopping: every blocking reload held now or later times out at
