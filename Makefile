@@ -14,6 +14,7 @@ test: system-test venv web
 
 bench: venv web
 	scripts/system-deps.sh bench
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.latency
 
 system-demo:

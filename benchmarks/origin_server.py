@@ -136,21 +136,9 @@ def recording_app_class(served: dict[tuple[int, int], list[float]]):  # noqa: AN
             await super()._playlist_held(scope, proto, key, pl, msn, part, skip, head)
             self.note(key)
 
-        def _playlist_park(self, scope, proto, key, pl, msn, part, skip, head):  # noqa: ANN001, ANN202
-            store, park = self.store, self.store.park_playlist
-
-            def noting(path, msn, part, timeout, callback):  # noqa: ANN001, ANN202
-                def answered(newest, exc):  # noqa: ANN001, ANN202
-                    callback(newest, exc)
-                    self.note(key)
-
-                park(path, msn, part, timeout, answered)
-
-            store.park_playlist = noting
-            try:
-                super()._playlist_park(scope, proto, key, pl, msn, part, skip, head)
-            finally:
-                del store.park_playlist  # back to the class's method
+        def _playlist_parked_answer(self, parked, newest, exc):  # noqa: ANN001, ANN202
+            super()._playlist_parked_answer(parked, newest, exc)
+            self.note(PLAYLIST_PATH)  # the one playlist the viewers wait on
 
     return RecordingOriginApp
 

@@ -281,7 +281,15 @@ def test_scope_is_what_rsgi_apps_read() -> None:
         writer.write(b"GET http://example.org/sc%6Fpe?q=%20x HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nx-a: 2\r\n\r\n")
         # absolute-form reduced to its path, which is percent-decoded; the query is left raw
         assert (await response(reader))[2] == b"GET /scope q=%20x 1.1 1"
-        writer.close()
+        # the version however the connection is kept alive (the server only asks the parser
+        # for it when a Connection header is there or the connection is not kept alive)
+        for line, version in ((b"HTTP/1.1\r\nHost: t\r\nConnection: keep-alive", b"1.1"),
+                              (b"HTTP/1.0\r\nConnection: keep-alive", b"1.0"),
+                              (b"HTTP/1.0", b"1.0")):
+            reader, writer = await connect(server)
+            writer.write(b"GET /scope " + line + b"\r\n\r\n")
+            assert (await response(reader))[2] == b"GET /scope  " + version + b" None"
+            writer.close()
 
     serve(scenario)
 

@@ -121,6 +121,38 @@ def test_events_stored_and_session_joined_with_origin_requests(run) -> None:
     run(scenario)
 
 
+def test_a_parked_blocking_reload_is_recorded_once_answered(run) -> None:
+    """Our server parks a blocking reload (no coroutine); its access event still comes,
+    with the status, size and time to first byte of the answer the publish released."""
+
+    def publish(media: MediaStore, part: int) -> bytes:
+        body = f"#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.5\n# part {part}\n".encode()
+        media.put_playlist("s/index.m3u8", full=body, delta=None, msn=3, part=part,
+                           target_duration=2.0, part_target=0.5, ended=False)
+        return body
+
+    async def scenario(server, client, svc, media) -> None:
+        publish(media, 0)
+        params = {"_HLS_msn": "3", "_HLS_part": "1", "CMCD": f'sid="{SID}",ot=m'}
+        reload = asyncio.ensure_future(client.get("/live/s/index.m3u8", params=params))
+        await asyncio.sleep(0.3)
+        assert not reload.done()
+        hold = media._playlist_waiters["s/index.m3u8"].holds[(3, 1)]
+        assert [fut for _, fut, _ in hold._entries] == [None]  # parked: a callback, no future
+        await svc.flush()
+        assert (await client.get(f"/qoe/v1/sessions/{SID}")).status_code == 404  # nothing yet
+        body = publish(media, 1)
+        r = await reload
+        assert r.status_code == 200 and r.content == body
+        await svc.flush()
+        reqs = (await client.get(f"/qoe/v1/sessions/{SID}")).json()["origin_requests"]
+        sent = int(r.headers["content-length"])  # (gzip: what went on the wire)
+        assert [(q["path"], q["status"], q["bytes"]) for q in reqs] == [("/live/s/index.m3u8", 200, sent)]
+        assert reqs[0]["ttfb_ms"] >= 250  # held until the publish
+
+    run(scenario)
+
+
 def test_report_by_cdn_and_timeseries(run) -> None:
     async def scenario(server, client, svc, media) -> None:
         assert (await post(client, batch("a1"))).status_code == 202

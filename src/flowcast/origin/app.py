@@ -83,6 +83,7 @@ def parse_directives(query: str) -> tuple[int | None, int | None, str | None]:
 
 
 _directives: dict[str, tuple[int | None, int | None, str | None]] = {}
+_NO_DIRECTIVES: tuple[None, None, None] = (None, None, None)
 _live_keys: dict[str, str] = {}  # request path under /live/ -> store key, once checked (safe_segments)
 _MEMO_MAX = 8192  # distinct queries (or paths) remembered; then forgotten all at once
 
@@ -246,6 +247,19 @@ def safe_segments(rel: str) -> list[str] | None:
         if escaped and (unquote(part) in (".", "..") or "\x00" in unquote(part)):
             return None
     return parts
+
+
+class _ParkedReload:
+    """A blocking reload parked in the store: the callback that answers it (one object
+    per viewer, not a closure's function and cells)."""
+
+    __slots__ = ("app", "scope", "proto", "skip", "head", "started")
+
+    def __init__(self, app: OriginApp, scope: Any, proto: Any, skip: str | None, head: bool, started: float) -> None:
+        self.app, self.scope, self.proto, self.skip, self.head, self.started = app, scope, proto, skip, head, started
+
+    def __call__(self, newest: Playlist | None, exc: BaseException | None) -> None:
+        self.app._playlist_parked_answer(self, newest, exc)
 
 
 class _Disconnected(Exception):
@@ -417,11 +431,47 @@ class OriginApp:
         """
         method = scope.method
         path = scope.path
-        if path.startswith("/live/") and (method == "GET" or method == "HEAD") \
-                and self.tracing is None and self.telemetry is None:
-            held = self._live(scope, proto, path[6:], method == "HEAD", getattr(proto, "parkable", False))
-            return None if held is None else self._live_held(held, proto, method == "HEAD")
+        if path.startswith("/live/") and (method == "GET" or method == "HEAD") and self.tracing is None:
+            head = method == "HEAD"
+            parkable = getattr(proto, "parkable", False)
+            if self.telemetry is None:
+                held = self._live(scope, proto, path[6:], head, parkable)
+                return None if held is None else self._live_held(held, proto, head)
+            if parkable:
+                return self._live_recorded_now(scope, proto, path, head)
         return self(scope, proto)
+
+    def _live_recorded_now(self, scope: Any, proto: Any, path: str, head: bool) -> Awaitable[None] | None:
+        """``_live_recorded`` in our server's stack: a parked blocking reload is recorded
+        once it is answered (``RecordingProto.unpark``), the rest as in the coroutine."""
+        ts = time.time()
+        rec = RecordingProto(proto, time.perf_counter())
+        try:
+            held = self._live(scope, rec, path[6:], head, True)
+        except BaseException:
+            self._record_access(ts, scope, path, rec)
+            raise
+        if held is not None:
+            return self._live_recorded_held(ts, scope, path, rec, held, head)
+        if proto.parked:
+            rec.on_unpark = functools.partial(self._record_access, ts, scope, path, rec)
+        else:
+            self._record_access(ts, scope, path, rec)
+        return None
+
+    async def _live_recorded_held(
+        self, ts: float, scope: Any, path: str, rec: RecordingProto, held: Awaitable[None], head: bool
+    ) -> None:
+        try:
+            await self._live_held(held, rec, head)
+        finally:
+            self._record_access(ts, scope, path, rec)
+
+    def _record_access(self, ts: float, scope: Any, path: str, rec: RecordingProto) -> None:
+        assert self.telemetry is not None
+        self.telemetry.record_access(
+            ts, path, scope.query_string, scope.headers, rec.status or 499, rec.nbytes, rec.ttfb_ms
+        )
 
     async def _live_held(self, held: Awaitable[None], proto: Any, head: bool) -> None:
         try:
@@ -453,10 +503,7 @@ class OriginApp:
             if held is not None:
                 await held
         finally:
-            assert self.telemetry is not None
-            self.telemetry.record_access(
-                ts, path, scope.query_string, scope.headers, rec.status or 499, rec.nbytes, rec.ttfb_ms
-            )
+            self._record_access(ts, scope, path, rec)
 
     # -- /license/clearkey ------------------------------------------------------------------
 
@@ -709,7 +756,8 @@ class OriginApp:
         """A media playlist request: answered now, or (blocking reload, 6.2.5.2) the
         coroutine that answers it once the playlist has what was asked for."""
         try:
-            msn, part, skip = parse_directives(scope.query_string)
+            query = scope.query_string
+            msn, part, skip = parse_directives(query) if query else _NO_DIRECTIVES
             blocking = msn is not None and not pl.ended  # 6.2.5.2: ignored after ENDLIST
             if blocking:
                 check_directive_bounds(pl, msn, part)
@@ -776,32 +824,33 @@ class OriginApp:
             return
         proto.park()
         self._held_playlists.value += 1
-        started = asyncio.get_running_loop().time()
-
-        def answer(newest: Playlist | None, exc: BaseException | None) -> None:
-            self._held_playlists.value -= 1
-            outcome = "served"
-            try:
-                if exc is None:
-                    self._playlist_now(scope, proto, newest, not newest.ended, skip, head)  # type: ignore[union-attr]
-                elif isinstance(exc, WaitTimeout):
-                    if self._closing is not None and self._closing.done():
-                        outcome = "shutdown"
-                        self._shutting_down(proto, head)
-                    else:
-                        outcome = "timeout"
-                        self._playlist_timeout(proto, head)
-                else:  # PlaylistGone, KeyError
-                    outcome = "gone"
-                    self._not_found(proto, head, "playlist")
-            except Exception as failure:  # noqa: BLE001 - the server answers 500 if nothing was sent
-                proto.unpark(failure)
-                return
-            finally:
-                self.metrics.held("playlist", outcome, asyncio.get_running_loop().time() - started)
-            proto.unpark()
-
+        answer = _ParkedReload(self, scope, proto, skip, head, asyncio.get_running_loop().time())
         self.store.park_playlist(key, msn, part, self.blocking_timeout_tds * pl.target_duration, answer)
+
+    def _playlist_parked_answer(self, parked: _ParkedReload, newest: Playlist | None, exc: BaseException | None) -> None:
+        """A parked blocking reload's answer, once the store is done holding it."""
+        self._held_playlists.value -= 1
+        proto, head = parked.proto, parked.head
+        outcome = "served"
+        try:
+            if exc is None:
+                self._playlist_now(parked.scope, proto, newest, not newest.ended, parked.skip, head)  # type: ignore[union-attr]
+            elif isinstance(exc, WaitTimeout):
+                if self._closing is not None and self._closing.done():
+                    outcome = "shutdown"
+                    self._shutting_down(proto, head)
+                else:
+                    outcome = "timeout"
+                    self._playlist_timeout(proto, head)
+            else:  # PlaylistGone, KeyError
+                outcome = "gone"
+                self._not_found(proto, head, "playlist")
+        except Exception as failure:  # noqa: BLE001 - the server answers 500 if nothing was sent
+            proto.unpark(failure)
+            return
+        finally:
+            self.metrics.held("playlist", outcome, asyncio.get_running_loop().time() - parked.started)
+        proto.unpark()
 
     def _playlist_timeout(self, proto: Any, head: bool) -> None:
         # 6.2.5.2: blocked for more than 3 target durations -> 503.
@@ -815,7 +864,8 @@ class OriginApp:
 
     def _playlist_now(self, scope: Any, proto: Any, pl: Playlist, blocking: bool, skip: str | None, head: bool) -> None:
         use_delta = skip is not None and pl.delta is not None and not pl.ended
-        gz = accepts_gzip(scope.headers.get("accept-encoding"))
+        accept = scope.headers.get("accept-encoding")
+        gz = _accepts_gzip(accept) if accept else False
         variant = (blocking, use_delta, gz)
         answer = pl.memo.get(variant)
         if answer is None:

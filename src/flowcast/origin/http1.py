@@ -96,11 +96,20 @@ def render_head(status: int, headers: list[tuple[str, str]], framing: bytes = b"
     connection), each line ending in CRLF. Raises ValueError for a header that would split
     the response (CR or LF in a name or value: RFC 9110 5.5) or a status that is not 3 digits.
     """
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        if not (isinstance(status, int) and 100 <= status <= 999):
-            raise ValueError(f"status {status!r} is not a three-digit code")
-        line = b"HTTP/1.1 %d \r\n" % status
+    line = _STATUS_LINES.get(status) or _status_line(status)
+    now = int(time.time())
+    if now != _date[0]:
+        _date_line()
+    return b"".join((line, _block(headers), framing, _date[1], b"\r\n"))
+
+
+def _status_line(status: int) -> bytes:
+    if not (isinstance(status, int) and 100 <= status <= 999):
+        raise ValueError(f"status {status!r} is not a three-digit code")
+    return b"HTTP/1.1 %d \r\n" % status
+
+
+def _block(headers: list[tuple[str, str]]) -> bytes:
     # The app sends the same few header lists again and again (they change with each
     # publish, not each request): render and check each one once.
     try:
@@ -114,14 +123,13 @@ def render_head(status: int, headers: list[tuple[str, str]], framing: bytes = b"
             if len(_blocks) >= _BLOCKS_MAX:
                 _blocks.clear()
             _blocks[key] = block
-    now = int(time.time())
-    if now != _date[0]:
-        _date_line()
-    return line + block + framing + _date[1] + b"\r\n"
+    return block
 
 
 _blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
 _BLOCKS_MAX = 4096
+_LENGTHS: dict[int, bytes] = {}  # body size -> its content-length line (a live window's few sizes)
+_LENGTHS_MAX = 4096
 
 
 def _render_block(headers: list[tuple[str, str]]) -> bytes:
@@ -141,11 +149,11 @@ class Headers:
 
     __slots__ = ("_raw", "_map")
 
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, raw: list[tuple[bytes, bytes]], fields: dict[bytes, bytes] | None = None) -> None:
         self._raw = raw
-        # Bytes in, bytes kept: only the values asked for are decoded. reversed: where a name
-        # repeats, the first value is the one left standing.
-        self._map = {n.lower(): v for n, v in reversed(raw)}
+        # Bytes in, bytes kept: only the values asked for are decoded. Where a name repeats,
+        # the first value is the one that counts (the parser builds ``fields`` as it goes).
+        self._map = {n.lower(): v for n, v in reversed(raw)} if fields is None else fields
 
     def get(self, name: str, default: str | None = None) -> str | None:
         m = self._map
@@ -243,10 +251,9 @@ class _Request:
     pending: asyncio.Future[None] | None = None  # a file response still being sent
     body_error: Exception | None = None
     parkable = True  # the app may park() this request (see below)
-    parked = False  # park(): the app answers later from a callback, then calls unpark()
 
     __slots__ = ("conn", "method", "path", "query_string", "http_version", "headers", "keep_alive",
-                 "complete", "state", "started", "running", "__dict__")
+                 "complete", "state", "started", "running", "parked", "__dict__")
 
     def __init__(self, conn: _Connection, method: str, path: str, query: str, version: str, headers: Headers,
                  keep_alive: bool) -> None:
@@ -261,6 +268,7 @@ class _Request:
         self.state = _S_NONE
         self.started = False  # handed to the app
         self.running = False  # the app has not returned yet
+        self.parked = False  # park(): the app answers later from a callback, then calls unpark()
 
     @property
     def client(self) -> str:
@@ -315,24 +323,32 @@ class _Request:
             self.response_empty(status, headers)  # raises when a response was already sent
             return
         size = len(body)
-        framing = b"content-length: %d\r\n" % size
+        framing = _LENGTHS.get(size)
+        if framing is None:
+            framing = b"content-length: %d\r\n" % size
+            if len(_LENGTHS) < _LENGTHS_MAX:
+                _LENGTHS[size] = framing
         if self.expect_continue and not self.complete:
             self.keep_alive = False  # as in _head
         if not self.keep_alive:
             framing += b"connection: close\r\n"
         elif self.http_version == "1.0":
             framing += b"connection: keep-alive\r\n"
-        data = render_head(status, headers, framing)
+        line = _STATUS_LINES.get(status) or _status_line(status)
+        block = _block(headers)  # (these two raise before anything is sent: the app's 500)
+        now = int(time.time())
+        if now != _date[0]:
+            _date_line()
         self.state = _S_DONE
         conn = self.conn
         if conn.closed:
             return
         if self.method == "HEAD":
-            conn.transport.write(data)
-        elif size > _BIG_BODY:
-            conn.transport.writelines((data, body))  # no copy of the body into a joined buffer
+            conn.transport.write(b"".join((line, block, framing, _date[1], b"\r\n")))
+        elif size > _BIG_BODY:  # no copy of the body into a joined buffer
+            conn.transport.writelines((b"".join((line, block, framing, _date[1], b"\r\n")), body))
         else:
-            conn.transport.write(data + body)
+            conn.transport.write(b"".join((line, block, framing, _date[1], b"\r\n", body)))
 
     def response_str(self, status: int, headers: list[tuple[str, str]], body: str) -> None:
         self.response_bytes(status, headers, body.encode())
@@ -568,6 +584,7 @@ class _Connection(asyncio.Protocol):
         # the request being parsed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._fields: dict[bytes, bytes] = {}  # lower-case name -> first value
         self._header_bytes = 0
         self._read_len = 0
         self._head_reads = -1  # reads fed since the head began (-1: not in a head)
@@ -672,6 +689,7 @@ class _Connection(asyncio.Protocol):
         if self._head_reads < 0:
             self._url = url
             self._headers = []
+            self._fields = {}
             self._header_bytes = len(url)
             self._head_reads = 0
             self.deadline = self.server.now + self._header_timeout
@@ -686,6 +704,7 @@ class _Connection(asyncio.Protocol):
         # Called per header: kept to the append. The limits are checked once the head is
         # complete (one read holds at most 256 KB; data_received bounds heads over reads).
         self._headers.append((name, value))
+        self._fields.setdefault(name.lower(), value)  # where a name repeats, the first counts
 
     def on_headers_complete(self) -> None:
         self._head_reads = -1
@@ -694,10 +713,13 @@ class _Connection(asyncio.Protocol):
                 self._read_len + self._header_bytes > self._max_head
                 and self._header_bytes + sum(len(n) + len(v) for n, v in raw) > self._max_head):
             raise BadRequest(431, "request header fields too large")
-        headers = Headers(raw)
-        fields = headers._map
+        fields = self._fields
+        headers = Headers(raw, fields)
         parser = self.parser
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # llhttp takes 0.9, 1.0, 1.1 and 2.0, and keeps a connection alive with no Connection
+        # header only for 1.1: the version string (built by httptools each time) is not needed.
+        version = "1.1" if keep_alive and b"connection" not in fields else parser.get_http_version()
         if b"host" not in fields and version == "1.1":
             raise BadRequest(400, "HTTP/1.1 request without Host (RFC 9112 3.2)")
         length = fields.get(b"content-length")
@@ -713,14 +735,17 @@ class _Connection(asyncio.Protocol):
         path, query = split_target(self._url)
         method = parser.get_method()
         req = _Request(self, _METHODS.get(method) or method.decode("latin-1"), path, query, version,
-                       headers, parser.should_keep_alive() and not self.server.closing)
+                       headers, keep_alive and not self.server.closing)
         if body_expected:
             req.body = []
             req.expect_continue = fields.get(b"expect", b"").lower() == b"100-continue"
             self.deadline = self.server.now + self.limits.body_timeout
+            self._parsing = req
         else:
-            self.deadline = 0.0  # no body: on_message_complete comes next
-        self._parsing = req
+            # No body: the request is complete with its head (on_message_complete, next,
+            # has nothing left to do), so an answer given at once can let it go at once.
+            req.complete = True
+            self.deadline = 0.0
         queue.append(req)
         if len(queue) == 1:
             if not self._write_paused:

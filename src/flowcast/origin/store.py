@@ -239,6 +239,34 @@ def _wake_parked(parked: list[Parked], exc: BaseException | None) -> None:
             log.exception("parked waiter failed")
 
 
+class _ParkedPlaylistWait:
+    """One parked blocking reload, as the hold's callback: one object, where a closure
+    was a function and a cell per name (thousands are parked at once, and each one the
+    collector has to walk)."""
+
+    __slots__ = ("store", "loop", "path", "msn", "part", "deadline", "callback")
+
+    def __init__(self, store: MediaStore, loop: asyncio.AbstractEventLoop, path: str, msn: int, part: int | None,
+                 deadline: float, callback: Callable[[Playlist | None, BaseException | None], None]) -> None:
+        self.store, self.loop, self.path, self.msn, self.part = store, loop, path, msn, part
+        self.deadline, self.callback = deadline, callback
+
+    def __call__(self, exc: BaseException | None) -> None:
+        store, path = self.store, self.path
+        if exc is None and store._waits_ended:
+            exc = WaitTimeout(path)
+        if exc is not None:
+            self.callback(None, exc)
+            return
+        pl = store._playlists.get(path)
+        if pl is None:
+            self.callback(None, PlaylistGone(path))
+        elif pl.ended or pl.satisfies(self.msn, self.part):
+            self.callback(pl, None)
+        else:  # released for a playlist since replaced by one that no longer satisfies
+            store._park_playlist(self.loop, path, self.msn, self.part, self.deadline, self.callback)
+
+
 class _Pulse:
     """One asyncio.Event shared by every waiter on a key; fired once, then replaced."""
 
@@ -806,27 +834,13 @@ class MediaStore:
         self, loop: asyncio.AbstractEventLoop, path: str, msn: int, part: int | None, deadline: float,
         callback: Callable[[Playlist | None, BaseException | None], None],
     ) -> None:
-        def woken(exc: BaseException | None) -> None:
-            if exc is None and self._waits_ended:
-                exc = WaitTimeout(path)
-            if exc is not None:
-                callback(None, exc)
-                return
-            pl = self._playlists.get(path)
-            if pl is None:
-                callback(None, PlaylistGone(path))
-            elif pl.ended or pl.satisfies(msn, part):
-                callback(pl, None)
-            else:  # released for a playlist since replaced by one that no longer satisfies
-                self._park_playlist(loop, path, msn, part, deadline, callback)
-
         if self._waits_ended:
             loop.call_soon(callback, None, WaitTimeout(path))
             return
         waiters = self._playlist_waiters.get(path)
         if waiters is None:
             waiters = self._playlist_waiters[path] = _PlaylistWaiters(path)
-        waiters.hold_for(msn, part).park(deadline, woken)
+        waiters.hold_for(msn, part).park(deadline, _ParkedPlaylistWait(self, loop, path, msn, part, deadline, callback))
 
     def end_playlist_waits(self) -> None:
         """The server is stopping: every blocking reload held now or later times out at

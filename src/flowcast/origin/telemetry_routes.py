@@ -604,7 +604,7 @@ def _json(proto: Any, status: int, doc: Any) -> None:
 class RecordingProto:
     """Wraps an RSGI protocol to see a /live/ response's status, size and first-byte time."""
 
-    __slots__ = ("_p", "t0", "status", "nbytes", "ttfb_ms")
+    __slots__ = ("_p", "t0", "status", "nbytes", "ttfb_ms", "on_unpark")
 
     def __init__(self, proto: Any, t0: float) -> None:
         self._p = proto
@@ -612,6 +612,12 @@ class RecordingProto:
         self.status = 0
         self.nbytes = 0
         self.ttfb_ms = 0.0
+        self.on_unpark: Callable[[], None] | None = None  # a parked request: record it when answered
+
+    def unpark(self, exc: BaseException | None = None) -> None:
+        self._p.unpark(exc)
+        if self.on_unpark is not None:
+            self.on_unpark()
 
     def _mark(self, status: int) -> None:
         self.status = status
