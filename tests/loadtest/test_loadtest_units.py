@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from flowcast.loadtest import guard
 from flowcast.loadtest.abr import Abr
 from flowcast.loadtest.hls_client import live_start, parts_of
-from flowcast.loadtest.playback import Playback, Span
+from flowcast.loadtest.playback import DashJsCatchUp, HlsJsCatchUp, Playback, Span
 from flowcast.loadtest.profiles import PROFILES, Ramp, get_profile
 from flowcast.loadtest.relay import Relay, TokenBucket
 from flowcast.loadtest.report import quantile, rebuffer_ratio, summarise, verdicts
@@ -65,6 +66,56 @@ def test_playback_startup_stall_resume_and_latency() -> None:
     pb.finish(103.5)
     assert pb.play_time_ms == pytest.approx(2000.0) and pb.rebuffer_count == 2
     assert pb.avg_bitrate_kbps == pytest.approx(1000.0)
+
+
+def test_catch_up_rules_are_the_players_own() -> None:
+    hlsjs = HlsJsCatchUp(max_rate=1.25, live_range_s=3.5)
+    # hls.js: round(2 / (1 + e^(-0.75 d)) * 20) / 20, kept to [1, maxLiveSyncPlaybackRate]
+    assert hlsjs.rate(0.1, 3.0) == pytest.approx(1.05)
+    assert hlsjs.rate(0.5, 3.0) == pytest.approx(1.2)
+    assert hlsjs.rate(1.3, 3.0) == pytest.approx(1.25)  # 1.45, capped
+    assert HlsJsCatchUp(max_rate=2.0).rate(1.3, 3.0) == pytest.approx(1.45)
+    assert hlsjs.rate(0.04, 3.0) == 1.0  # within 50 ms of the target
+    assert hlsjs.rate(1.3, 0.9) == 1.0  # not with 1 s or less buffered
+    assert hlsjs.rate(3.6, 5.0) == 1.0  # beyond a target duration: DVR playback
+    assert hlsjs.rate(-1.0, 3.0) == 1.0  # never slower
+    dashjs = DashJsCatchUp(max_delta=0.25, min_delta=-0.2)
+    # dash.js default mode: 1 - c + 2c / (1 + e^(-5 d))
+    assert dashjs.rate(0.1, 1.0) == pytest.approx(0.75 + 0.5 / (1 + math.exp(-0.5)))
+    assert dashjs.rate(2.0, 1.0) == pytest.approx(1.25, abs=1e-4)
+    assert dashjs.rate(-2.0, 1.0) == pytest.approx(0.8, abs=1e-4)  # early: slower
+    assert dashjs.rate(0.0, 1.0) == 1.0
+
+
+def _late_start(catch_up: HlsJsCatchUp | None) -> tuple[Playback, list[float]]:
+    """Started 1.3 s behind a 1.5 s target (a slow first load), then fed a 0.5 s part every
+    0.5 s, each arriving 0.2 s after its capture ends, and sampled 4x a second to 30 s."""
+    pb = Playback(resume_target_s=0.5, request_ts=0.0, wall_offset=1000.0,
+                  catch_up=catch_up, target_latency_s=1.5, edge_age_s=0.2)
+    for k in range(8):  # captured at 1000.0 .. 1003.5
+        pb.append(4.2, Span(1000.0 + 0.5 * k, 0.5, 1000))
+    pb.start(4.2, keep_s=2.8)
+    assert pb.latency_ms(4.2) == pytest.approx(3000.0)  # 1.3 s over the target plus the edge's age
+    rates = []
+    for step in range(1, 104):
+        t = 4.2 + 0.25 * step
+        if step % 2 == 0:
+            pb.append(t, Span(1000.0 + 0.5 * (7 + step // 2), 0.5, 1000))
+        pb.advance(t)
+        rates.append(pb.rate)
+    return pb, rates
+
+
+def test_playback_behind_its_target_catches_up_without_stalling() -> None:
+    pb, rates = _late_start(HlsJsCatchUp(max_rate=1.25, live_range_s=3.5))
+    assert max(rates) == pytest.approx(1.25) and rates[-1] == 1.0
+    assert pb.rebuffer_count == 0
+    # back within hls.js's dead band (0.05 s, then steps of 0.05x) of 1.5 s + the edge's age
+    assert 1700.0 <= pb.latency_ms(pb.clock) <= 1800.0
+    assert pb.play_time_ms == pytest.approx((pb.clock - 4.2) * 1000.0)  # wall time, not media time
+    without, rates = _late_start(None)
+    assert set(rates) == {1.0} and without.rebuffer_count == 0
+    assert without.latency_ms(without.clock) == pytest.approx(3000.0)  # no catch-up: behind for good
 
 
 def test_abr_switches_up_and_down() -> None:

@@ -24,7 +24,7 @@ import time
 from urllib.parse import urljoin, urlsplit
 
 from flowcast.loadtest.abr import Abr
-from flowcast.loadtest.playback import Span
+from flowcast.loadtest.playback import DashJsCatchUp, Span
 from flowcast.loadtest.viewer import FatalViewerError, ViewerBase, origin_of
 from flowcast.media.fmp4 import FragmentedMP4Reader
 from flowcast.media.types import Fragment
@@ -110,6 +110,9 @@ class DashViewer(ViewerBase):
         sd = mpd.service_descriptions[0] if mpd.service_descriptions else None
         target_latency = (sd.latency_target / 1000.0) if sd and sd.latency_target else 3.0
         min_buffer = min(mpd.min_buffer_time or 0.5, target_latency / 2)
+        # dash.js as the player kit sets it up: liveCatchup playbackRate -0.2 .. +0.25
+        self.pb.catch_up = DashJsCatchUp(max_delta=0.25, min_delta=-0.2)
+        self.pb.target_latency_s = target_latency
 
         def server_now() -> float:
             return time.time() + offset

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 from flowcast.loadtest.abr import Abr
 from flowcast.loadtest.http import HttpError
-from flowcast.loadtest.playback import Span
+from flowcast.loadtest.playback import HlsJsCatchUp, Span
 from flowcast.loadtest.viewer import FatalViewerError, Origin, ViewerBase, origin_of
 from flowcast.media.boxes import BoxError
 from flowcast.media.fmp4 import FragmentedMP4Reader, chunk_timing
@@ -40,6 +40,7 @@ from flowcast.package.steering import SteeringError, parse_steering_manifest
 
 MEDIA_TIMEOUT = 10.0
 
+MAX_LIVE_SYNC_RATE = 1.25  # hls.js maxLiveSyncPlaybackRate in the player kit (web/player.js)
 PATHWAY_PENALTY_S = 300.0  # hls.js content-steering: a failed pathway is avoided this long
 
 
@@ -229,9 +230,14 @@ class HlsViewer(ViewerBase):
         sep = "&" if "?" in path else "?"
         resp = await self.get(self.playlist_conn, path + (sep + query if query else ""), timeout)
         try:
-            return parse_media_playlist(resp.body)
+            pl = parse_media_playlist(resp.body)
         except PlaylistError as exc:
             raise FatalViewerError("bad_playlist", str(exc)) from exc
+        # hls.js measures latency from this playlist's edge, dated by the response's first byte
+        refs = parts_of(pl) if self.low_latency else segments_of(pl)
+        if refs:
+            self.pb.edge_age_s = resp.first_byte + self.wall_offset - (refs[-1].capture_ts + refs[-1].duration)
+        return pl
 
     async def _init(self, pl: ParsedMediaPlaylist) -> None:
         if pl.map_uri:
@@ -297,6 +303,7 @@ class HlsViewer(ViewerBase):
         skip = "&_HLS_skip=YES" if sc.can_skip_until else ""
         refs = parts_of(pl)
         i0 = live_start(refs, hold_back)
+        self._catch_up(hold_back, target)
         # the live sync point: PART-HOLD-BACK behind the edge seen now, moving in real time
         edge = refs[-1].capture_ts + refs[-1].duration if refs else time.time()
         sync_at = (edge - hold_back, time.monotonic())
@@ -365,6 +372,12 @@ class HlsViewer(ViewerBase):
                     last = ref.key
                     self._try_start(sync_at, pl.part_target)
 
+    def _catch_up(self, hold_back: float, target: float) -> None:
+        """hls.js as the player kit sets it up: back to the hold-back at up to 1.25x, within
+        a target duration of it (further is DVR playback)."""
+        self.pb.catch_up = HlsJsCatchUp(max_rate=MAX_LIVE_SYNC_RATE, live_range_s=hold_back + target)
+        self.pb.target_latency_s = hold_back
+
     def _try_start(self, sync_at: tuple[float, float], part_target: float) -> None:
         """Start once a part target of media lies past the live sync point (hls.js plays as soon
         as data at the start position is buffered), seeking the playhead to that point."""
@@ -384,6 +397,7 @@ class HlsViewer(ViewerBase):
         hold_back = sc.hold_back if sc and sc.hold_back else 3 * target
         refs = segments_of(pl)
         i0 = live_start(refs, hold_back)
+        self._catch_up(hold_back, target)
         last = (refs[i0].msn - 1, -1) if refs else (pl.first_msn - 1, -1)
         while self.remaining() > 0:
             await self._reload_steering()

@@ -10,12 +10,18 @@ resumes once `resume_target_s` is buffered again. Time is pushed in by the calle
 Every buffered span carries the wall-clock time its first frame was captured (HLS
 PROGRAM-DATE-TIME, DASH ProducerReferenceTime), so latency = wall now - capture time of the
 frame at the playhead, across discontinuities too.
+
+A player that starts late (a slow first load) or that stalled sits behind its target
+latency; hls.js and dash.js, as the player kit configures them, play faster (up to 1.25x)
+until they are back on target. `HlsJsCatchUp` and `DashJsCatchUp` are their rules.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -23,6 +29,45 @@ class Span:
     capture_ts: float  # wall-clock epoch s of the span's first frame
     duration_s: float
     bitrate_kbps: float
+
+
+class CatchUp(Protocol):
+    def rate(self, distance_s: float, forward_s: float) -> float:
+        """Playback rate for a player `distance_s` behind (negative: ahead of) its target
+        latency with `forward_s` of media buffered past the playhead."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HlsJsCatchUp:
+    """hls.js's LatencyController (1.7, the player kit's): a sigmoid of the distance, in
+    steps of 0.05, never below 1x; only within `live_range_s` of the target (further is DVR
+    playback) and with more than 1 s buffered. `max_rate` is `maxLiveSyncPlaybackRate`."""
+
+    max_rate: float = 1.25
+    live_range_s: float = math.inf  # min(liveMaxLatencyDuration, target + target duration)
+
+    def rate(self, distance_s: float, forward_s: float) -> float:
+        if not (0.05 < distance_s < self.live_range_s and forward_s > 1.0):
+            return 1.0
+        rate = math.floor(2.0 / (1.0 + math.exp(-0.75 * distance_s)) * 20.0 + 0.5) / 20.0  # JS Math.round
+        return min(min(2.0, max(1.0, self.max_rate)), max(1.0, rate))
+
+
+@dataclass(frozen=True, slots=True)
+class DashJsCatchUp:
+    """dash.js's CatchupController, default mode (5.2, the player kit's):
+    1 - c + 2c / (1 + e^(-5 d)), with c the `liveCatchup.playbackRate` max when behind and
+    |min| when ahead, so it also slows down a player that is early."""
+
+    max_delta: float = 0.25
+    min_delta: float = -0.2
+
+    def rate(self, distance_s: float, forward_s: float) -> float:
+        if distance_s == 0.0:
+            return 1.0
+        c = abs(self.min_delta) if distance_s < 0 else self.max_delta
+        return 1.0 - c + 2.0 * c / (1.0 + math.exp(-5.0 * distance_s))
 
 
 @dataclass
@@ -42,6 +87,14 @@ class Playback:
     bitrate_ms: float = 0.0  # sum of bitrate_kbps x ms played, for the average
     stall_since: float | None = None
     stalls: list[tuple[float, float]] = field(default_factory=list)  # (wall start, ms)
+    catch_up: CatchUp | None = None  # None: always 1x
+    target_latency_s: float = 0.0  # by the player's own measure of latency (below)
+    # Wall-clock latency minus the player's own measure: hls.js counts from the live edge
+    # of the playlist it last loaded (as if that edge were captured when it arrived), so a
+    # client sets this to how old that edge was on arrival; dash.js counts from the wall
+    # clock (0).
+    edge_age_s: float = 0.0
+    rate: float = 1.0  # the playback rate now
     _into_span: float = 0.0  # seconds of spans[0] already played
 
     def __post_init__(self) -> None:
@@ -93,12 +146,15 @@ class Playback:
             self.playing = True
 
     def advance(self, now: float) -> None:
+        """Play from the last call to `now`, at the rate the catch-up rule chose at the last
+        call (players re-evaluate it a few times a second, on timeupdate)."""
         if now <= self.clock:
             return
         if self.playing:
             dt = now - self.clock
-            played = min(dt, self.buffered_s)
-            self._consume(played)
+            rate = self.rate
+            played = min(dt, self.buffered_s / rate)  # wall seconds of play
+            self._consume(played * rate, rate)
             self.play_time_ms += played * 1000.0
             if played < dt - 1e-9:
                 # ran dry at clock + played: one stall starts there
@@ -106,12 +162,22 @@ class Playback:
                 self.rebuffer_count += 1
                 self.stall_since = self.clock + played
         self.clock = now
+        self._choose_rate()
 
-    def _consume(self, seconds: float) -> None:
+    def _choose_rate(self) -> None:
+        if self.catch_up is None or not self.playing or not self.spans:
+            self.rate = 1.0
+            return
+        head = self.spans[0]
+        latency = self.clock + self.wall_offset - (head.capture_ts + self._into_span)
+        distance = latency - self.edge_age_s - self.target_latency_s
+        self.rate = self.catch_up.rate(distance, self.buffered_s)
+
+    def _consume(self, seconds: float, rate: float = 1.0) -> None:
         while seconds > 1e-12 and self.spans:
             head = self.spans[0]
             step = min(head.duration_s - self._into_span, seconds)
-            self.bitrate_ms += head.bitrate_kbps * step * 1000.0
+            self.bitrate_ms += head.bitrate_kbps * step * 1000.0 / rate  # weighted by time played
             self._into_span += step
             seconds -= step
             self.buffered_s -= step
